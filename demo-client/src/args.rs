@@ -1,0 +1,186 @@
+//! Command-line flags, compatible with the original Go `demo-client`
+//! (`--fetch-url`, `--server-trust-bundle`, `--client-cred-bundle`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args as ClapArgs, Parser, Subcommand, ValueEnum};
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Fetches a URL over TLS with podtls, periodically or as a load generator.
+///
+/// The server is verified by DNS name against --server-trust-bundle, or (full
+/// SPIFFE) by SPIFFE ID against --spiffe-trust-bundle when --server-spiffe-id
+/// or --server-trust-domain is given. Client credentials are optional and
+/// hot-reload: new connections use a rotated certificate at once; pooled
+/// keep-alive connections keep the certificate they were opened with until
+/// they close (idle ones after --pool-idle-timeout).
+#[derive(Debug, Parser)]
+#[command(name = "demo-client", version)]
+pub struct Args {
+    /// Connection and verification settings.
+    #[command(flatten)]
+    pub conn: ConnArgs,
+
+    /// Time between requests.
+    #[arg(long, env = "DEMO_CLIENT_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub interval: Duration,
+
+    /// Open fresh connections after this long (0s: keep them while they
+    /// stay busy). A busy keep-alive connection otherwise keeps the
+    /// certificates it was opened with for as long as it lives.
+    #[arg(long, env = "DEMO_CLIENT_MAX_CONNECTION_AGE", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub max_connection_age: Duration,
+
+    /// Stop after this many requests; exit non-zero if any failed.
+    #[arg(long, env = "DEMO_CLIENT_COUNT")]
+    pub count: Option<u64>,
+
+    /// Log format.
+    #[arg(
+        long,
+        env = "DEMO_CLIENT_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
+    pub log_format: LogFormat,
+
+    /// Load mode instead of periodic fetches.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate load and report requests/s, handshakes/s and latency.
+    Load(LoadArgs),
+}
+
+/// Flags of `demo-client load`.
+#[derive(Debug, ClapArgs)]
+pub struct LoadArgs {
+    /// Concurrent workers.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+
+    /// How long to run.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+
+    /// Open a new TLS connection (a full handshake) for every request.
+    #[arg(long)]
+    pub new_connection_per_request: bool,
+
+    /// Summary format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub output: Output,
+
+    /// No progress line while running.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Summary format of load mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// A human-readable table.
+    Table,
+    /// One JSON object.
+    Json,
+}
+
+/// How to reach and verify the server, and who we are.
+#[derive(Debug, ClapArgs)]
+pub struct ConnArgs {
+    /// The URL to fetch (https://...).
+    #[arg(long, env = "DEMO_CLIENT_FETCH_URL")]
+    pub fetch_url: String,
+
+    /// CA bundle (PEM) to verify the server's DNS name against (service-dns flow).
+    #[arg(long, env = "DEMO_CLIENT_SERVER_TRUST_BUNDLE")]
+    pub server_trust_bundle: Option<PathBuf>,
+
+    /// Client credential bundle (PKCS#8 key, then chain) to present.
+    #[arg(long, env = "DEMO_CLIENT_CLIENT_CRED_BUNDLE")]
+    pub client_cred_bundle: Option<PathBuf>,
+
+    /// Full SPIFFE: require exactly this server SPIFFE ID (no DNS check).
+    #[arg(long, env = "DEMO_CLIENT_SERVER_SPIFFE_ID")]
+    pub server_spiffe_id: Option<String>,
+
+    /// Full SPIFFE: accept any server in this trust domain (no DNS check).
+    #[arg(
+        long,
+        env = "DEMO_CLIENT_SERVER_TRUST_DOMAIN",
+        conflicts_with = "server_spiffe_id"
+    )]
+    pub server_trust_domain: Option<String>,
+
+    /// SPIFFE trust bundle (PEM) of the server's trust domain, for full SPIFFE.
+    #[arg(long, env = "DEMO_CLIENT_SPIFFE_TRUST_BUNDLE")]
+    pub spiffe_trust_bundle: Option<PathBuf>,
+
+    /// Connect to ADDR whenever the URL names HOST:PORT, still verifying HOST
+    /// (like curl's --resolve); repeatable. Format: HOST:PORT:ADDR.
+    #[arg(long, env = "DEMO_CLIENT_RESOLVE", value_delimiter = ',')]
+    pub resolve: Vec<String>,
+
+    /// Per-request deadline.
+    #[arg(long, env = "DEMO_CLIENT_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+
+    /// Close pooled connections idle for this long.
+    #[arg(long, env = "DEMO_CLIENT_POOL_IDLE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub pool_idle_timeout: Duration,
+
+    /// How long to wait at start-up for the credential and bundle files.
+    #[arg(long, env = "DEMO_CLIENT_WAIT_FOR_CREDENTIALS", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub wait_for_credentials: Duration,
+}
+
+/// Parses one `--resolve HOST:PORT:ADDR` value.
+pub fn parse_resolve(spec: &str) -> Result<(String, u16, SocketAddr), String> {
+    let mut parts = spec.splitn(3, ':');
+    let (Some(host), Some(port), Some(addr)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(format!("--resolve {spec:?}: expected HOST:PORT:ADDR"));
+    };
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("--resolve {spec:?}: bad port {port:?}"))?;
+    let ip: std::net::IpAddr = addr
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .map_err(|_| format!("--resolve {spec:?}: bad address {addr:?}"))?;
+    Ok((host.to_string(), port, SocketAddr::new(ip, port)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_curl_style_resolve() {
+        let (h, p, a) = parse_resolve("server.demo.svc:8443:127.0.0.1").unwrap();
+        assert_eq!(
+            (h.as_str(), p, a.to_string().as_str()),
+            ("server.demo.svc", 8443, "127.0.0.1:8443")
+        );
+        let (_, _, a) = parse_resolve("x:443:[::1]").unwrap();
+        assert_eq!(a.to_string(), "[::1]:443");
+        assert!(parse_resolve("x:443").is_err());
+        assert!(parse_resolve("x:http:1.2.3.4").is_err());
+        assert!(parse_resolve("x:443:nothost").is_err());
+    }
+}

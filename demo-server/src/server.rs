@@ -1,0 +1,143 @@
+//! Wiring: podtls material, the HTTPS listener, the admin listener, signals.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use podtls::http::{serve_http, HttpOptions};
+use podtls::{ClientAuth, ClientCertMode, ServeOptions, ServeStats, ServerTls};
+use tokio::net::TcpListener;
+
+use crate::args::Args;
+use crate::config::Config;
+use crate::handlers;
+use crate::metrics::{Metrics, RequestLabels};
+
+/// Runs the server until SIGTERM or Ctrl-C.
+pub async fn run(args: Args) -> Result<()> {
+    let config = Config::from_args(&args)?;
+    let pod = config.pod_tls(args.reload_interval).start()?;
+    // The admin listener comes up first: /livez answers and /readyz says
+    // "not ready" while we wait for credentials.
+    let stats = Arc::new(ServeStats::default());
+    let metrics = Arc::new(Metrics::new(stats.clone(), pod.clone()));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+
+    let admin_addr = if args.admin_listen == "off" {
+        None
+    } else {
+        let admin = TcpListener::bind(&args.admin_listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (--admin-listen)", args.admin_listen))?;
+        let addr = admin.local_addr()?;
+        tokio::spawn(crate::admin::serve(
+            admin,
+            pod.clone(),
+            metrics.clone(),
+            stop_rx.clone(),
+        ));
+        Some(addr)
+    };
+    if !pod.is_ready() {
+        if args.wait_for_credentials.is_zero() {
+            let problems: Vec<String> = pod
+                .statuses()
+                .iter()
+                .filter(|s| !s.is_ready())
+                .map(|s| match &s.last_error {
+                    Some(e) => e.to_string(),
+                    None => format!("{}: not loaded", s.name),
+                })
+                .collect();
+            bail!(
+                "credentials or trust bundles are not usable (use --wait-for-credentials to wait for them):\n  {}",
+                problems.join("\n  ")
+            );
+        }
+        tracing::info!(wait = ?args.wait_for_credentials, "waiting for credentials and trust bundles");
+        pod.ready(args.wait_for_credentials).await?;
+    }
+
+    let mut builder = ServerTls::builder(
+        pod.credentials()
+            .context("no credentials configured")?
+            .clone(),
+    )
+    .alpn(&[b"h2", b"http/1.1"]);
+    if let Some(s) = &config.spiffe {
+        let auth = match s.mode {
+            ClientCertMode::Required => {
+                ClientAuth::required(pod.spiffe_bundles().clone(), s.authorizer.clone())
+            }
+            _ => ClientAuth::optional(pod.spiffe_bundles().clone(), s.authorizer.clone()),
+        };
+        builder = builder.client_auth(auth);
+    }
+    let tls = builder.build()?;
+
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let https_addr = listener.local_addr()?;
+    // One machine-readable line for scripts and tests; logs go to stderr.
+    println!(
+        "LISTENING https={https_addr} admin={}",
+        admin_addr.map_or("off".to_string(), |a| a.to_string())
+    );
+    let _ = std::io::stdout().flush();
+    tracing::info!(%https_addr, admin = ?admin_addr, spiffe_clients = ?config.spiffe.as_ref().map(|s| s.mode), "demo-server listening");
+
+    let spiffe_enabled = config.spiffe.is_some();
+    let options = HttpOptions {
+        serve: ServeOptions {
+            handshake_timeout: args.handshake_timeout,
+            max_connections: args.max_connections,
+            drain_timeout: args.shutdown_grace,
+            stats,
+        },
+        header_read_timeout: args.header_read_timeout,
+        idle_timeout: args.idle_timeout,
+    };
+    let shutdown = async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down: no new connections, finishing in-flight requests");
+        let _ = stop_tx.send(true);
+    };
+    let handler_metrics = metrics.clone();
+    serve_http(listener, tls, options, shutdown, move |req| {
+        let reply = handlers::route(&req, spiffe_enabled);
+        handler_metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                path: reply.route,
+                code: reply.status.as_u16(),
+            })
+            .inc();
+        async move { Ok::<_, std::convert::Infallible>(handlers::respond(reply)) }
+    })
+    .await;
+    tracing::info!("demo-server stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

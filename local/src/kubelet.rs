@@ -1,0 +1,122 @@
+//! A kubelet stand-in: for each pod it generates a key, files the request a
+//! real kubelet would (a stub PKCS#10 request, as in 1.36+), has it decided by
+//! the signer's issuance code, and projects the result with kubelet's atomic
+//! writer layout: the credential bundle (PKCS#8 `PRIVATE KEY`, then the chain)
+//! and the trust bundles (what a `clusterTrustBundle` projection writes).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use anyhow::{anyhow, Context, Result};
+use podtls::test_util::AtomicWriter;
+use signer::{
+    issue, CaPool, IssuanceRequest, KeyMaterial, PodInfo, PodSnapshot, ServiceInfo, SignerConfig,
+};
+
+/// A pod as the kubelet stand-in sees it.
+#[derive(Debug, Clone)]
+pub struct Pod {
+    /// Namespace and name.
+    pub info: PodInfo,
+    /// Service account.
+    pub service_account: String,
+    /// The signer its `podCertificate` source names, if any.
+    pub signer: Option<String>,
+}
+
+/// The credential bundle file name inside a pod's credentials volume.
+pub const BUNDLE: &str = "credentialbundle.pem";
+
+/// The kubelet stand-in's projections for one pod.
+pub struct PodVolumes {
+    creds: AtomicWriter,
+    trust: AtomicWriter,
+}
+
+impl PodVolumes {
+    /// Volumes under `root/<namespace>/<pod>/`.
+    pub fn new(root: &Path, pod: &PodInfo) -> Result<Self> {
+        let dir = root.join(&pod.namespace).join(&pod.name);
+        Ok(PodVolumes {
+            creds: AtomicWriter::new(dir.join("creds"))
+                .context("creating the credentials volume")?,
+            trust: AtomicWriter::new(dir.join("trust")).context("creating the trust volume")?,
+        })
+    }
+
+    /// The credential bundle path.
+    pub fn bundle(&self) -> PathBuf {
+        self.creds.path(BUNDLE)
+    }
+
+    /// A trust bundle path (`service-dns.pem` or `spiffe.pem`).
+    pub fn trust(&self, name: &str) -> PathBuf {
+        self.trust.path(name)
+    }
+
+    /// Projects both signers' trust bundles.
+    pub fn project_trust(&self, service_dns: &CaPool, spiffe: &CaPool) -> Result<()> {
+        let files = BTreeMap::from([
+            (
+                "service-dns.pem".to_string(),
+                service_dns.trust_bundle_pem().into_bytes(),
+            ),
+            (
+                "spiffe.pem".to_string(),
+                spiffe.trust_bundle_pem().into_bytes(),
+            ),
+        ]);
+        self.trust
+            .write(&files)
+            .context("projecting trust bundles")?;
+        Ok(())
+    }
+
+    /// Requests and projects a fresh certificate; returns its serial.
+    pub fn refresh(
+        &self,
+        pod: &Pod,
+        config: &SignerConfig,
+        pool: &CaPool,
+        services: &[ServiceInfo],
+        now: SystemTime,
+    ) -> Result<String> {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .context("generating the pod key")?;
+        let csr = rcgen::CertificateParams::new(Vec::<String>::new())
+            .and_then(|p| p.serialize_request(&key))
+            .context("building the stub PKCS#10 request")?;
+        let request = IssuanceRequest {
+            namespace: pod.info.namespace.clone(),
+            name: format!(
+                "{}-{}",
+                pod.info.name,
+                now.duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_nanos()
+            ),
+            created_at: Some(now),
+            signer_name: config.name.clone(),
+            pod_name: pod.info.name.clone(),
+            pod_uid: pod.info.uid.clone(),
+            service_account_name: pod.service_account.clone(),
+            max_expiration_seconds: None,
+            key_material: KeyMaterial::StubPkcs10 {
+                csr: csr.der().to_vec(),
+            },
+            unverified_user_annotations: BTreeMap::new(),
+        };
+        let snapshot = PodSnapshot {
+            pod: Some(pod.info.clone()),
+            services: services.to_vec(),
+        };
+        let issued = issue(&request, config, pool.signing_ca(), &snapshot, now)
+            .map_err(|e| anyhow!("{}/{}: not issued: {e}", pod.info.namespace, pod.info.name))?;
+        let bundle = format!("{}{}", key.serialize_pem(), issued.certificate_chain);
+        self.creds
+            .write(&BTreeMap::from([(BUNDLE.to_string(), bundle.into_bytes())]))
+            .context("projecting the credential bundle")?;
+        Ok(issued.serial)
+    }
+}

@@ -1,0 +1,203 @@
+//! The crate's error type.
+
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+/// Where a piece of material came from, for error messages: a file path or
+/// a label for in-memory PEM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin(String);
+
+impl Origin {
+    /// A file on disk.
+    pub fn file(path: &std::path::Path) -> Self {
+        Origin(path.display().to_string())
+    }
+
+    /// In-memory material, described by `label` (for example "credential bundle bytes").
+    pub fn memory(label: &str) -> Self {
+        Origin(format!("<{label}>"))
+    }
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Everything that can go wrong loading, validating or watching pod TLS material.
+///
+/// Every variant names the file (or in-memory origin) it is about and what is
+/// wrong with it, so that the message alone is enough to fix the problem.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The PEM text itself is malformed (bad base64, unterminated block, ...).
+    #[error("{origin}: malformed PEM: {detail}")]
+    Pem {
+        /// Where the PEM came from.
+        origin: Origin,
+        /// What the PEM parser reported.
+        detail: String,
+    },
+
+    /// No usable private key block was found.
+    #[error("{origin}: no PRIVATE KEY block found (expected a PKCS#8 \"PRIVATE KEY\" PEM block)")]
+    MissingPrivateKey {
+        /// Where the key should have been.
+        origin: Origin,
+    },
+
+    /// More than one private key block was found.
+    #[error("{origin}: more than one private key block")]
+    MultiplePrivateKeys {
+        /// Where the keys were found.
+        origin: Origin,
+    },
+
+    /// The private key could not be loaded (unsupported algorithm or corrupt key).
+    #[error("{origin}: unusable private key: {detail}")]
+    PrivateKey {
+        /// Where the key came from.
+        origin: Origin,
+        /// Why it could not be used.
+        detail: String,
+    },
+
+    /// No certificate block was found where a chain was expected.
+    #[error("{origin}: no CERTIFICATE block found")]
+    MissingCertificate {
+        /// Where the chain should have been.
+        origin: Origin,
+    },
+
+    /// A certificate is not valid DER X.509.
+    #[error("{origin}: certificate #{index} cannot be parsed: {detail}")]
+    Certificate {
+        /// Where the certificate came from.
+        origin: Origin,
+        /// Its position in the file (0 = first).
+        index: usize,
+        /// What the parser reported.
+        detail: String,
+    },
+
+    /// The private key does not belong to the leaf certificate.
+    #[error("{origin}: private key does not match the leaf certificate's public key")]
+    KeyMismatch {
+        /// Where the key and chain came from.
+        origin: Origin,
+    },
+
+    /// The leaf certificate is not valid yet.
+    #[error("{origin}: leaf certificate (serial {serial}) is not valid until {not_before}")]
+    NotYetValid {
+        /// Where the leaf came from.
+        origin: Origin,
+        /// Its serial number.
+        serial: String,
+        /// When it becomes valid, RFC 3339.
+        not_before: String,
+    },
+
+    /// The leaf certificate has expired.
+    #[error("{origin}: leaf certificate (serial {serial}) expired at {not_after}")]
+    Expired {
+        /// Where the leaf came from.
+        origin: Origin,
+        /// Its serial number.
+        serial: String,
+        /// When it expired, RFC 3339.
+        not_after: String,
+    },
+
+    /// The leaf certificate is a CA certificate.
+    #[error("{origin}: leaf certificate (serial {serial}) is a CA certificate (basicConstraints cA=true)")]
+    LeafIsCa {
+        /// Where the leaf came from.
+        origin: Origin,
+        /// Its serial number.
+        serial: String,
+    },
+
+    /// The leaf is not a valid X509-SVID although SPIFFE credentials were required.
+    #[error("{origin}: leaf certificate is not a valid X509-SVID: {reason}")]
+    InvalidSvid {
+        /// Where the leaf came from.
+        origin: Origin,
+        /// What is wrong with it.
+        #[source]
+        reason: crate::SvidError,
+    },
+
+    /// A trust bundle contains no certificate.
+    #[error("{origin}: trust bundle contains no CA certificate")]
+    EmptyTrustBundle {
+        /// Where the bundle came from.
+        origin: Origin,
+    },
+
+    /// A trust bundle certificate cannot be used as a trust anchor.
+    #[error("{origin}: certificate #{index} cannot be used as a trust anchor: {detail}")]
+    TrustAnchor {
+        /// Where the bundle came from.
+        origin: Origin,
+        /// The certificate's position in the file.
+        index: usize,
+        /// Why it was rejected.
+        detail: String,
+    },
+
+    /// A SPIFFE ID or trust domain given in configuration is invalid.
+    #[error("invalid SPIFFE ID or trust domain {value:?}: {reason}")]
+    InvalidSpiffeId {
+        /// The rejected text.
+        value: String,
+        /// Why it was rejected.
+        #[source]
+        reason: crate::SpiffeIdError,
+    },
+
+    /// The file watcher could not be set up.
+    #[error("cannot watch {path}: {detail}")]
+    Watch {
+        /// The directory being watched.
+        path: PathBuf,
+        /// The watcher's error.
+        detail: String,
+    },
+
+    /// Material did not become ready in time.
+    #[error("{what} not ready after {waited:?}; last error: {last_error}")]
+    NotReady {
+        /// What was waited for.
+        what: String,
+        /// How long.
+        waited: std::time::Duration,
+        /// The most recent load error, or "none".
+        last_error: String,
+    },
+
+    /// Configuration that cannot work (for example a SPIFFE policy with no bundles).
+    #[error("invalid configuration: {0}")]
+    Config(String),
+
+    /// An error from rustls while building a configuration.
+    #[error("TLS configuration error: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+pub(crate) fn rfc3339(t: SystemTime) -> String {
+    crate::cert_info::format_time(t)
+}

@@ -1,0 +1,336 @@
+//! hyper integration: an HTTPS server loop that hands every request the
+//! verified client identity, and an HTTPS connector for hyper-util's client.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::{Request, Response, Uri};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsConnector;
+
+use crate::config::ServerTls;
+use crate::serve::{serve, Accepted, ServeOptions};
+use crate::verify::PeerAuth;
+
+/// The client's address, inserted into every request's extensions next to
+/// the [`PeerAuth`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemoteAddr(pub SocketAddr);
+
+/// Options of [`serve_http`].
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    /// Accept-loop options (handshake timeout, connection limit, drain).
+    pub serve: ServeOptions,
+    /// Deadline for reading a request's headers (HTTP/1.1; default 10 s).
+    /// hyper starts it when the connection begins waiting for the next
+    /// request, so it is also the idle timeout of HTTP/1.1 keep-alive
+    /// connections.
+    pub header_read_timeout: Duration,
+    /// HTTP/2: ping an idle peer after half of this and close the
+    /// connection if the ping is not answered within the other half.
+    /// Default 120 s.
+    pub idle_timeout: Duration,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        HttpOptions {
+            serve: ServeOptions::default(),
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Serves HTTP/1.1 and HTTP/2 (chosen by ALPN, see
+/// [`crate::ServerTlsBuilder::alpn`]) over TLS until `shutdown` completes,
+/// then stops accepting, lets in-flight requests finish and closes
+/// connections gracefully.
+///
+/// Every request carries the connection's [`PeerAuth`] and [`RemoteAddr`] in
+/// its extensions.
+pub async fn serve_http<F, Fut, B, E>(
+    listener: TcpListener,
+    tls: ServerTls,
+    options: HttpOptions,
+    shutdown: impl Future<Output = ()>,
+    handler: F,
+) where
+    F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Response<B>, E>> + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let handler = Arc::new(handler);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(options.header_read_timeout)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(options.idle_timeout / 2))
+        .keep_alive_timeout(options.idle_timeout / 2);
+    let builder = Arc::new(builder);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    };
+    serve(listener, tls, options.serve, shutdown, move |accepted: Accepted| {
+        let handler = handler.clone();
+        let builder = builder.clone();
+        let mut stop_rx = stop_rx.clone();
+        async move {
+            let Accepted {
+                stream,
+                peer,
+                remote,
+            } = accepted;
+            let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                req.extensions_mut().insert(peer.clone());
+                req.extensions_mut().insert(RemoteAddr(remote));
+                handler(req)
+            });
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                res = conn.as_mut() => {
+                    if let Err(e) = res {
+                        tracing::debug!(%remote, error = %e, "podtls: HTTP connection ended with an error");
+                    }
+                }
+                _ = async { stop_rx.wait_for(|stop| *stop).await.map(|_| ()) } => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        }
+    })
+    .await;
+}
+
+/// The [`PeerAuth`] of a request served by [`serve_http`]
+/// (`Anonymous` if the request did not come through it).
+pub fn peer_auth<B>(req: &Request<B>) -> PeerAuth {
+    req.extensions()
+        .get::<PeerAuth>()
+        .cloned()
+        .unwrap_or(PeerAuth::Anonymous)
+}
+
+/// A hyper-util connector that dials TCP and performs the TLS handshake with
+/// a podtls client configuration; HTTP/2 is used when the server selects
+/// `h2` by ALPN.
+///
+/// Connection pooling: hyper's pool reuses established connections, which
+/// keep the certificates they were established with until they close. Every
+/// *new* connection resolves the current client certificate and trust
+/// bundles, so a rotation applies to new connections immediately; idle
+/// pooled connections age out after the pool's idle timeout.
+#[derive(Clone)]
+pub struct HttpsConnector {
+    tls: TlsConnector,
+    overrides: Arc<HashMap<String, SocketAddr>>,
+    connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for HttpsConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpsConnector")
+            .field("overrides", &self.overrides)
+            .finish()
+    }
+}
+
+impl HttpsConnector {
+    /// A connector using `config`. If it offers no ALPN protocols, `h2` and
+    /// `http/1.1` are added.
+    pub fn new(config: Arc<ClientConfig>) -> Self {
+        let config = if config.alpn_protocols.is_empty() {
+            let mut c = (*config).clone();
+            c.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            Arc::new(c)
+        } else {
+            config
+        };
+        HttpsConnector {
+            tls: TlsConnector::from(config),
+            overrides: Arc::default(),
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// Connects to `addr` whenever a URI names `host:port`, while still
+    /// verifying the certificate for `host` (like curl's `--resolve`).
+    pub fn resolve(mut self, host: &str, port: u16, addr: SocketAddr) -> Self {
+        Arc::make_mut(&mut self.overrides).insert(format!("{host}:{port}"), addr);
+        self
+    }
+
+    /// TCP connect deadline (default 10 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    async fn connect(self, uri: Uri) -> io::Result<TlsConnection> {
+        let host = uri
+            .host()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "URI has no host"))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        if uri.scheme_str() != Some("https") {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{uri}: only https:// URIs are supported"),
+            ));
+        }
+        let port = uri.port_u16().unwrap_or(443);
+        let tcp = tokio::time::timeout(self.connect_timeout, async {
+            match self.overrides.get(&format!("{host}:{port}")) {
+                Some(addr) => TcpStream::connect(addr).await,
+                None => TcpStream::connect((host.as_str(), port)).await,
+            }
+        })
+        .await
+        .map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("connect to {host}:{port} timed out"),
+            )
+        })??;
+        let _ = tcp.set_nodelay(true);
+        let name = ServerName::try_from(host.clone())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{host}: {e}")))?;
+        let stream = self.tls.connect(name, tcp).await?;
+        let conn = stream.get_ref().1;
+        let h2 = conn.alpn_protocol() == Some(b"h2");
+        let info = ServerInfo {
+            certificate: conn
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(|leaf| crate::CertInfo::from_der(leaf).ok()),
+            alpn: conn
+                .alpn_protocol()
+                .map(|p| String::from_utf8_lossy(p).into_owned()),
+            resumed: conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
+        };
+        Ok(TlsConnection {
+            io: TokioIo::new(stream),
+            h2,
+            info,
+        })
+    }
+}
+
+impl tower_service::Service<Uri> for HttpsConnector {
+    type Response = TlsConnection;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = io::Result<TlsConnection>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        Box::pin(self.clone().connect(uri))
+    }
+}
+
+/// What a client learned about the server of a connection; available in the
+/// extensions of every response received over it
+/// (`resp.extensions().get::<ServerInfo>()`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerInfo {
+    /// The server's leaf certificate, as presented at this connection's handshake.
+    pub certificate: Option<crate::CertInfo>,
+    /// The ALPN protocol negotiated, if any.
+    pub alpn: Option<String>,
+    /// Whether the TLS session was resumed (no certificate was presented then;
+    /// `certificate` is the one from the original handshake).
+    pub resumed: bool,
+}
+
+/// A client TLS connection made by [`HttpsConnector`].
+#[derive(Debug)]
+pub struct TlsConnection {
+    io: TokioIo<tokio_rustls::client::TlsStream<TcpStream>>,
+    h2: bool,
+    info: ServerInfo,
+}
+
+impl TlsConnection {
+    /// The rustls connection (negotiated protocol, peer certificates, ...).
+    pub fn tls(&self) -> &rustls::ClientConnection {
+        self.io.inner().get_ref().1
+    }
+}
+
+impl Connection for TlsConnection {
+    fn connected(&self) -> Connected {
+        let c = Connected::new().extra(self.info.clone());
+        if self.h2 {
+            c.negotiated_h2()
+        } else {
+            c
+        }
+    }
+}
+
+impl hyper::rt::Read for TlsConnection {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for TlsConnection {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+}

@@ -1,0 +1,113 @@
+//! # podtls
+//!
+//! Rotating Kubernetes pod certificates for rustls, tokio and hyper.
+//!
+//! Kubernetes (1.35+) issues certificates to pods natively: kubelet generates
+//! a key, a signer issues a chain through a PodCertificateRequest, and kubelet
+//! projects key + chain (a `podCertificate` volume source) and CA bundles (a
+//! `clusterTrustBundle` source) into the pod, refreshing them before they
+//! expire. podtls turns those files into live TLS:
+//!
+//! - **Loading and validation** ([`Credentials`], [`TrustBundle`]): PEM parsed,
+//!   key matched to the leaf, validity window checked, X509-SVID rules enforced
+//!   when asked for.
+//! - **Hot reload** ([`PodTls`], [`Store`]): one watcher per volume directory
+//!   that understands kubelet's atomic writer, a periodic re-read as a safety
+//!   net, content hashing, last good material kept on any error, fail closed
+//!   before the first good load, status and a subscription per store.
+//! - **SPIFFE** ([`verify_spiffe_peer`], [`Authorizer`]): X509-SVID peers
+//!   verified against the bundle of their own trust domain, then authorized.
+//! - **rustls** ([`ServerTls`], [`ClientTls`]): resolvers and verifiers that
+//!   read the live stores on every handshake (an atomic load, no lock).
+//! - **tokio / hyper** ([`serve`], [`hyper`](crate::http)): an accept loop with
+//!   per-connection handshakes, timeouts and graceful shutdown; the verified
+//!   [`PeerAuth`] in every request's extensions; an HTTPS connector.
+//!
+//! It does **not** talk to the Kubernetes API, generate keys or request
+//! certificates: kubelet does that. It does not check revocation (pod
+//! certificates are short-lived instead).
+//!
+//! ## Quick start
+//! ```no_run
+//! use std::time::Duration;
+//! use podtls::{Authorizer, ClientAuth, PodTls, ServerTls, parse_trust_domain};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let td = parse_trust_domain("cluster.local")?;
+//! let pod = PodTls::builder()
+//!     .credential_bundle("/var/run/podtls/creds/credentialbundle.pem")
+//!     .require_spiffe_svid()
+//!     .spiffe_bundle(td.clone(), "/var/run/podtls/trust/spiffe.pem")
+//!     .start()?;
+//! pod.ready(Duration::from_secs(30)).await?;
+//!
+//! let server = ServerTls::builder(pod.credentials().unwrap().clone())
+//!     .client_auth(ClientAuth::required(
+//!         pod.spiffe_bundles().clone(),
+//!         Authorizer::member_of([td]),
+//!     ))
+//!     .alpn(&[b"h2", b"http/1.1"])
+//!     .build()?;
+//! let acceptor = tokio_rustls::TlsAcceptor::from(server.config().clone());
+//! # let _ = acceptor; Ok(()) }
+//! ```
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod authorizer;
+mod cert_info;
+mod config;
+mod credentials;
+mod error;
+mod pem;
+mod pod_tls;
+mod resolver;
+mod serve;
+pub mod session;
+mod spiffe_bundles;
+mod spiffe_id;
+mod store;
+mod svid;
+mod trust_bundle;
+mod verifier;
+mod verify;
+mod watcher;
+
+#[cfg(feature = "hyper")]
+pub mod http;
+
+#[cfg(feature = "test-util")]
+pub mod test_util;
+
+pub use crate::authorizer::{Authorizer, Unauthorized};
+pub use crate::cert_info::{format_time, CertInfo};
+pub use crate::config::{
+    ClientAuth, ClientTls, ClientTlsBuilder, ServerAuth, ServerTls, ServerTlsBuilder,
+};
+pub use crate::credentials::{provider, Credentials, LeafKind};
+pub use crate::error::{Error, Origin};
+pub use crate::pod_tls::{PodTls, PodTlsBuilder};
+pub use crate::resolver::CredentialResolver;
+pub use crate::serve::{serve, Accepted, ServeOptions, ServeStats};
+pub use crate::spiffe_bundles::SpiffeBundles;
+pub use crate::spiffe_id::{
+    parse_spiffe_id, parse_trust_domain, SpiffeId, SpiffeIdError, TrustDomain, MAX_SPIFFE_ID_LEN,
+};
+pub use crate::store::{Health, Material, Status, Store, Summary};
+pub use crate::svid::{validate_svid_leaf, validate_svid_leaf_der, SvidError};
+pub use crate::trust_bundle::TrustBundle;
+pub use crate::verifier::{
+    ClientCertMode, DnsServerVerifier, SpiffeClientVerifier, SpiffeServerVerifier,
+};
+pub use crate::verify::{verify_spiffe_peer, PeerAuth, PeerIdentity, PeerRole, VerifyError};
+pub use crate::watcher::ReloadTiming;
+
+pub use rustls;
+
+/// The README's Rust examples, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
+
+pub use spiffe;
+pub use tokio_rustls;

@@ -1,0 +1,11 @@
+//! Test helpers, behind the `test-util` feature: a kubelet-style atomic
+//! volume writer and a certificate factory.
+//!
+//! They are public so that other crates' tests (signer, demos) write volumes
+//! and certificates exactly the way these tests do.
+
+mod atomic_writer;
+mod certs;
+
+pub use atomic_writer::AtomicWriter;
+pub use certs::{CertAuthority, Issued, KeyType, LeafSpec};

@@ -1,0 +1,229 @@
+//! rustls certificate verifiers over live trust bundles: thin adapters over
+//! [`crate::verify`].
+//!
+//! Each handshake loads the current bundle (an atomic `Arc` load); a bundle
+//! that has not loaded yet fails the handshake (closed).
+
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, SignatureScheme,
+};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+
+use crate::authorizer::Authorizer;
+use crate::spiffe_bundles::SpiffeBundles;
+use crate::store::Store;
+use crate::trust_bundle::TrustBundle;
+use crate::verify::{verify_spiffe_peer, PeerRole, VerifyError};
+
+/// The handshake-signature methods every verifier here shares: rustls'
+/// WebPKI checks with the aws-lc-rs algorithms in `self.algorithms`.
+macro_rules! handshake_signatures {
+    () => {
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.algorithms.supported_schemes()
+        }
+    };
+}
+
+fn algorithms() -> WebPkiSupportedAlgorithms {
+    crate::provider().signature_verification_algorithms
+}
+
+fn to_rustls(e: VerifyError) -> rustls::Error {
+    rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(e))))
+}
+
+/// Whether a SPIFFE client certificate is required.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientCertMode {
+    /// No certificate, or a certificate that fails verification or policy:
+    /// the handshake fails.
+    Required,
+    /// The certificate is requested but the handshake succeeds without it, and
+    /// verification is *deferred*: the server application gets a
+    /// [`crate::PeerAuth`] (`Anonymous`, `Verified` or `Rejected` with the
+    /// reason) from [`crate::ServerTls::peer_auth`] or the tokio / hyper helpers. Use it
+    /// when the application wants to answer "401, because ..." instead of
+    /// dropping the connection. Never read `peer_certificates()` directly in
+    /// this mode: they are not verified.
+    Optional,
+}
+
+/// Verifies client X509-SVIDs against the bundle of the client's own trust
+/// domain, then applies an [`Authorizer`].
+///
+/// Checks (required mode): see [`crate::verify_spiffe_peer`]. The client's proof of
+/// possession (the TLS CertificateVerify signature) is always checked by
+/// rustls through `verify_tls1x_signature`, in both modes. Root hints are not
+/// sent: SPIFFE clients have a single identity to offer.
+#[derive(Debug)]
+pub struct SpiffeClientVerifier {
+    bundles: SpiffeBundles,
+    authorizer: Authorizer,
+    mode: ClientCertMode,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl SpiffeClientVerifier {
+    /// A verifier over `bundles` applying `authorizer`.
+    pub fn new(bundles: SpiffeBundles, authorizer: Authorizer, mode: ClientCertMode) -> Self {
+        SpiffeClientVerifier {
+            bundles,
+            authorizer,
+            mode,
+            algorithms: algorithms(),
+        }
+    }
+}
+
+impl ClientCertVerifier for SpiffeClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.mode == ClientCertMode::Required
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        match self.mode {
+            ClientCertMode::Required => verify_spiffe_peer(
+                end_entity,
+                intermediates,
+                &self.bundles,
+                &self.authorizer,
+                PeerRole::Client,
+                now,
+            )
+            .map(|_| ClientCertVerified::assertion())
+            .map_err(to_rustls),
+            // Deferred: see `ClientCertMode::Optional`.
+            ClientCertMode::Optional => Ok(ClientCertVerified::assertion()),
+        }
+    }
+
+    handshake_signatures!();
+}
+
+/// Verifies a server's X509-SVID (full SPIFFE): chain against the bundle of
+/// the server's trust domain, then the [`Authorizer`]. The TLS server name is
+/// deliberately ignored: the SPIFFE ID is the server's identity.
+#[derive(Debug)]
+pub struct SpiffeServerVerifier {
+    bundles: SpiffeBundles,
+    authorizer: Authorizer,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl SpiffeServerVerifier {
+    /// A verifier over `bundles` applying `authorizer`.
+    pub fn new(bundles: SpiffeBundles, authorizer: Authorizer) -> Self {
+        SpiffeServerVerifier {
+            bundles,
+            authorizer,
+            algorithms: algorithms(),
+        }
+    }
+}
+
+impl ServerCertVerifier for SpiffeServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        verify_spiffe_peer(
+            end_entity,
+            intermediates,
+            &self.bundles,
+            &self.authorizer,
+            PeerRole::Server,
+            now,
+        )
+        .map(|_| ServerCertVerified::assertion())
+        .map_err(to_rustls)
+    }
+
+    handshake_signatures!();
+}
+
+/// Ordinary WebPKI server verification (DNS name, chain, validity) against a
+/// reloadable set of roots: each handshake uses the verifier prebuilt for the
+/// current bundle.
+#[derive(Debug)]
+pub struct DnsServerVerifier {
+    roots: Store<TrustBundle>,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl DnsServerVerifier {
+    /// A verifier over the live `roots`.
+    pub fn new(roots: Store<TrustBundle>) -> Self {
+        DnsServerVerifier {
+            roots,
+            algorithms: algorithms(),
+        }
+    }
+}
+
+impl ServerCertVerifier for DnsServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let Some(bundle) = self.roots.current() else {
+            return Err(rustls::Error::General(format!(
+                "{}: no trust bundle loaded yet",
+                self.roots.status().name
+            )));
+        };
+        bundle.server_verifier().verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )
+    }
+
+    handshake_signatures!();
+}

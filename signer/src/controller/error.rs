@@ -1,0 +1,115 @@
+//! The controller's error type: each variant names the step that failed; [`Error::step`]
+//! is the `step` label of the reconcile-error metric.
+
+/// A controller error. None of these is ever written to a request as `Failed`: they are
+/// the signer's own problems and are retried.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// API discovery of a certificates.k8s.io version failed.
+    #[error("discovering {group_version}: {source}")]
+    Discovery {
+        /// The group/version asked for.
+        group_version: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// The cluster serves no PodCertificateRequest (or ClusterTrustBundle) API.
+    #[error("the cluster serves neither certificates.k8s.io/v1 nor v1beta1 podcertificaterequests (with status) and clustertrustbundles; on 1.35/1.36 enable the PodCertificateRequest and ClusterTrustBundle feature gates and the v1beta1 runtime-config")]
+    NotServed,
+    /// The signer has no CA pool (never loaded).
+    #[error("signer {signer}: no CA pool: {reason}")]
+    PoolUnavailable {
+        /// The signer.
+        signer: String,
+        /// Why (from the pool watch).
+        reason: String,
+    },
+    /// The issuer reported a problem of the signer's own (e.g. the CA is expired).
+    #[error("signer {signer}: issuing for {request}: {source}")]
+    Issue {
+        /// The signer.
+        signer: String,
+        /// `namespace/name` of the request.
+        request: String,
+        /// The issuer's error.
+        #[source]
+        source: Box<crate::Error>,
+    },
+    /// Writing the status of a request failed (other than a conflict or a deleted request).
+    #[error("writing the status of PodCertificateRequest {request}: {source}")]
+    WriteStatus {
+        /// `namespace/name` of the request.
+        request: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// Re-reading a request after a 409 failed.
+    #[error("re-reading PodCertificateRequest {request} after a conflict: {source}")]
+    Reread {
+        /// `namespace/name` of the request.
+        request: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// The status write conflicted again after a re-read.
+    #[error("PodCertificateRequest {request}: status write conflicted twice; retrying later")]
+    ConflictPersists {
+        /// `namespace/name` of the request.
+        request: String,
+    },
+    /// Applying a ClusterTrustBundle failed.
+    #[error("applying ClusterTrustBundle {name}: {source}")]
+    ApplyTrustBundle {
+        /// The bundle's name.
+        name: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// Renewing this replica's sharding Lease failed.
+    #[error("renewing sharding Lease {name}: {source}")]
+    Lease {
+        /// The Lease's name.
+        name: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// The admin endpoint could not be served.
+    #[error("admin endpoint {addr}: {source}")]
+    Admin {
+        /// The listen address.
+        addr: std::net::SocketAddr,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A watch cache never became ready.
+    #[error("the {what} watch cache stopped before it was ready")]
+    CacheNotReady {
+        /// Which cache.
+        what: &'static str,
+    },
+}
+
+impl Error {
+    /// The failed step, as a metric label.
+    pub fn step(&self) -> &'static str {
+        match self {
+            Error::Discovery { .. } | Error::NotServed => "discovery",
+            Error::PoolUnavailable { .. } => "ca_pool",
+            Error::Issue { .. } => "issue",
+            Error::WriteStatus { .. } => "write_status",
+            Error::Reread { .. } => "reread_after_conflict",
+            Error::ConflictPersists { .. } => "conflict",
+            Error::ApplyTrustBundle { .. } => "apply_trust_bundle",
+            Error::Lease { .. } => "lease",
+            Error::Admin { .. } => "admin",
+            Error::CacheNotReady { .. } => "cache",
+        }
+    }
+}

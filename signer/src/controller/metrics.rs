@@ -1,0 +1,207 @@
+//! Prometheus metrics of the controller (text exposition on `/metrics`).
+
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(String, String)>;
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Every metric the controller exports.
+pub struct Metrics {
+    registry: Registry,
+    issued: Family<Labels, Counter>,
+    denied: Family<Labels, Counter>,
+    failed: Family<Labels, Counter>,
+    pending: Family<Labels, Counter>,
+    conflicts: Family<Labels, Counter>,
+    reconcile_errors: Family<Labels, Counter>,
+    issuance_latency: Family<Labels, Histogram>,
+    pool_loaded: Family<Labels, Gauge>,
+    trust_bundle_applies: Family<Labels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("podtls_signer");
+        let issued = Family::<Labels, Counter>::default();
+        let denied = Family::<Labels, Counter>::default();
+        let failed = Family::<Labels, Counter>::default();
+        let pending = Family::<Labels, Counter>::default();
+        let conflicts = Family::<Labels, Counter>::default();
+        let reconcile_errors = Family::<Labels, Counter>::default();
+        let issuance_latency = Family::<Labels, Histogram>::new_with_constructor(
+            (|| Histogram::new(exponential_buckets(0.05, 2.0, 14))) as fn() -> Histogram,
+        );
+        let pool_loaded = Family::<Labels, Gauge>::default();
+        let trust_bundle_applies = Family::<Labels, Counter>::default();
+        registry.register(
+            "issued",
+            "PodCertificateRequests issued, by signer",
+            issued.clone(),
+        );
+        registry.register(
+            "denied",
+            "PodCertificateRequests denied, by signer and reason",
+            denied.clone(),
+        );
+        registry.register(
+            "failed",
+            "PodCertificateRequests failed, by signer and reason",
+            failed.clone(),
+        );
+        registry.register(
+            "pending",
+            "Reconciles that left a request pending (pod or Service not seen yet), by signer and reason",
+            pending.clone(),
+        );
+        registry.register(
+            "status_conflicts",
+            "Status writes answered with 409, by signer and outcome after re-reading (terminal: another writer won; retried)",
+            conflicts.clone(),
+        );
+        registry.register(
+            "reconcile_errors",
+            "Reconcile errors, by signer and the step that failed",
+            reconcile_errors.clone(),
+        );
+        registry.register(
+            "issuance_seconds",
+            "Time from PodCertificateRequest creation to the accepted Issued status write, by signer",
+            issuance_latency.clone(),
+        );
+        registry.register(
+            "ca_pool_loaded",
+            "1 if the signer has a CA pool, 0 before the first good load",
+            pool_loaded.clone(),
+        );
+        registry.register(
+            "trust_bundle_applies",
+            "ClusterTrustBundle server-side applies, by signer and result",
+            trust_bundle_applies.clone(),
+        );
+        Metrics {
+            registry,
+            issued,
+            denied,
+            failed,
+            pending,
+            conflicts,
+            reconcile_errors,
+            issuance_latency,
+            pool_loaded,
+            trust_bundle_applies,
+        }
+    }
+
+    /// Counts an issued certificate and how long after creation it was accepted.
+    pub fn issued(&self, signer: &str, since_creation: Option<Duration>) {
+        let l = labels(&[("signer", signer)]);
+        self.issued.get_or_create(&l).inc();
+        if let Some(d) = since_creation {
+            self.issuance_latency
+                .get_or_create(&l)
+                .observe(d.as_secs_f64());
+        }
+    }
+
+    /// Counts a denial.
+    pub fn denied(&self, signer: &str, reason: &str) {
+        self.denied
+            .get_or_create(&labels(&[("signer", signer), ("reason", reason)]))
+            .inc();
+    }
+
+    /// Counts a failure.
+    pub fn failed(&self, signer: &str, reason: &str) {
+        self.failed
+            .get_or_create(&labels(&[("signer", signer), ("reason", reason)]))
+            .inc();
+    }
+
+    /// Counts a pending outcome.
+    pub fn pending(&self, signer: &str, reason: &str) {
+        self.pending
+            .get_or_create(&labels(&[("signer", signer), ("reason", reason)]))
+            .inc();
+    }
+
+    /// Counts a 409 on a status write.
+    pub fn conflict(&self, signer: &str, outcome: &str) {
+        self.conflicts
+            .get_or_create(&labels(&[("signer", signer), ("outcome", outcome)]))
+            .inc();
+    }
+
+    /// Counts a reconcile error by step ([`Error::step`](super::Error::step)).
+    pub fn reconcile_error(&self, signer: &str, step: &str) {
+        self.reconcile_errors
+            .get_or_create(&labels(&[("signer", signer), ("step", step)]))
+            .inc();
+    }
+
+    /// Records whether a signer has a pool.
+    pub fn pool_loaded(&self, signer: &str, loaded: bool) {
+        self.pool_loaded
+            .get_or_create(&labels(&[("signer", signer)]))
+            .set(i64::from(loaded));
+    }
+
+    /// Counts a trust bundle apply.
+    pub fn trust_bundle_apply(&self, signer: &str, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.trust_bundle_applies
+            .get_or_create(&labels(&[("signer", signer), ("result", result)]))
+            .inc();
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposes_counters_with_signer_and_reason_labels() {
+        let m = Metrics::new();
+        m.issued("row-major.net/spiffe", Some(Duration::from_millis(300)));
+        m.denied("row-major.net/spiffe", "UnsupportedKeyType");
+        m.reconcile_error("row-major.net/spiffe", "write_status");
+        let text = m.encode();
+        assert!(
+            text.contains(r#"podtls_signer_issued_total{signer="row-major.net/spiffe"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"podtls_signer_denied_total{signer="row-major.net/spiffe",reason="UnsupportedKeyType"} 1"#), "{text}");
+        assert!(text.contains(r#"podtls_signer_reconcile_errors_total{signer="row-major.net/spiffe",step="write_status"} 1"#), "{text}");
+        assert!(
+            text.contains("podtls_signer_issuance_seconds_count"),
+            "{text}"
+        );
+    }
+}

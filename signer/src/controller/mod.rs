@@ -1,0 +1,49 @@
+//! The Kubernetes half: a kube-rs controller per enabled signer that watches its
+//! PodCertificateRequests, decides them with [`issue`](crate::issue) against watch-cache
+//! snapshots, and writes one terminal status per request; the signers'
+//! ClusterTrustBundles; CA pool hot reload; sharding between replicas; metrics and probes.
+//!
+//! Shape (kube-rs `controller-rs`): [`Context`], [`reconcile`], a pure [`error_policy`],
+//! and an [`Error`] whose variants name the failed step ([`Error::step`] is the metric
+//! label). [`run`] wires it all to a [`kube::Client`] from any kubeconfig.
+
+mod admin;
+mod api_types;
+mod discovery;
+mod error;
+mod metrics;
+mod pool_watch;
+mod reconcile;
+mod run;
+mod sharding;
+mod trust_bundles;
+
+#[cfg(test)]
+mod tests;
+
+pub use admin::{respond as admin_respond, serve as serve_admin, ReadinessCheck};
+pub use api_types::{
+    denied_status, failed_status, issuance_request, issued_status, k8s_time, system_time,
+    terminal_condition, PodCertificateRequest, PodCertificateRequestSpec,
+    PodCertificateRequestStatus, CONDITION_DENIED, CONDITION_FAILED, CONDITION_ISSUED,
+};
+pub use discovery::{discover, pick as pick_served_apis, ServedApis};
+pub use error::Error;
+pub use metrics::Metrics;
+pub use pool_watch::{
+    reload as reload_pool, spawn as watch_pool, PoolState, DEFAULT_RELOAD_PERIOD,
+};
+pub use reconcile::{
+    error_policy, reconcile, service_info, snapshot, Clock, Context, API_ERROR_RETRY,
+    PENDING_RECHECK, SIGNER_ERROR_RETRY,
+};
+pub use run::{run, ControllerConfig, SignerSetup};
+pub use sharding::{
+    assigned_replica, desired_lease, fnv1_64, live_replicas, Sharding, ShardingConfig,
+    LEASE_DURATION, LEASE_RENEWAL_PERIOD,
+};
+pub use trust_bundles::{bundle_body, bundle_labels, bundle_name, FIELD_MANAGER};
+
+/// Re-exported: [`kube`] and [`k8s_openapi`] types appear in this module's API.
+pub use k8s_openapi;
+pub use kube;

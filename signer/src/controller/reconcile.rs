@@ -1,0 +1,319 @@
+//! The reconciler: one PodCertificateRequest in, at most one status write out.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::api::PostParams;
+use kube::core::{ApiResource, PartialObjectMeta, TypeMeta};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Api, Client, Resource as _};
+use tokio::sync::watch;
+
+use super::api_types::{
+    denied_status, failed_status, issuance_request, issued_status, terminal_condition,
+    PodCertificateRequest, PodCertificateRequestStatus,
+};
+use super::metrics::Metrics;
+use super::pool_watch::PoolState;
+use super::sharding::{Sharding, LEASE_RENEWAL_PERIOD};
+use super::Error;
+use crate::{issue, NotIssued, PodInfo, PodSnapshot, ServiceInfo, SignerConfig, SignerKind};
+
+/// How soon a pending request (pod or Service not in the caches yet) is looked at again,
+/// at the latest; it is also looked at when it would turn into a denial.
+pub const PENDING_RECHECK: Duration = Duration::from_secs(5);
+/// Retry delay for API errors.
+pub const API_ERROR_RETRY: Duration = Duration::from_secs(5);
+/// Retry delay for the signer's own problems (no pool, CA expired).
+pub const SIGNER_ERROR_RETRY: Duration = Duration::from_secs(30);
+
+/// The clock (injectable for tests).
+pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
+
+/// Everything one signer's reconciler needs.
+pub struct Context {
+    /// The API client.
+    pub client: Client,
+    /// The served PodCertificateRequest version.
+    pub pcr_api: ApiResource,
+    /// The signer.
+    pub signer: SignerConfig,
+    /// The signer's CA pool.
+    pub pool: watch::Receiver<PoolState>,
+    /// Pods, metadata only (service-dns signer; empty otherwise).
+    pub pods: Store<PartialObjectMeta<Pod>>,
+    /// Services (service-dns signer; empty otherwise).
+    pub services: Store<Service>,
+    /// Which requests this replica handles.
+    pub sharding: Sharding,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Publishes Events on denials.
+    pub recorder: Recorder,
+    /// The clock.
+    pub clock: Clock,
+}
+
+/// `namespace/name` of a request.
+fn key(pcr: &PodCertificateRequest) -> String {
+    format!(
+        "{}/{}",
+        pcr.metadata.namespace.as_deref().unwrap_or_default(),
+        pcr.metadata.name.as_deref().unwrap_or_default()
+    )
+}
+
+/// Decides one request and writes its terminal status, once.
+///
+/// Terminal requests, requests for other signers and requests of other replicas are left
+/// alone. The status is written with a `PUT .../status` carrying the resourceVersion the
+/// decision was based on; a 409 means someone else wrote first: the request is re-read
+/// and, if it is terminal now, left alone; otherwise decided again from the fresh object
+/// (the first certificate never reached the API, so nothing was issued twice).
+pub async fn reconcile(
+    pcr: Arc<PodCertificateRequest>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    if terminal_condition(&pcr).is_some() || pcr.spec.signer_name != ctx.signer.name {
+        return Ok(Action::await_change());
+    }
+    let request = key(&pcr);
+    if !ctx.sharding.owns(&request, (ctx.clock)()) {
+        tracing::debug!(%request, "assigned to another replica");
+        return Ok(Action::requeue(LEASE_RENEWAL_PERIOD));
+    }
+    let api: Api<PodCertificateRequest> = Api::namespaced_with(
+        ctx.client.clone(),
+        pcr.metadata.namespace.as_deref().unwrap_or_default(),
+        &ctx.pcr_api,
+    );
+    let name = pcr.metadata.name.clone().unwrap_or_default();
+    let mut current = (*pcr).clone();
+    for attempt in 0..2 {
+        let now = (ctx.clock)();
+        let (status, outcome) = match decide(&current, &ctx, now)? {
+            Decision::Write(status, outcome) => (status, outcome),
+            Decision::Requeue(action) => return Ok(action),
+        };
+        let mut update = current.clone();
+        update.types = Some(TypeMeta {
+            api_version: ctx.pcr_api.api_version.clone(),
+            kind: ctx.pcr_api.kind.clone(),
+        });
+        update.metadata.managed_fields = None;
+        update.status = Some(status);
+        match api
+            .replace_status(&name, &PostParams::default(), &update)
+            .await
+        {
+            Ok(_) => {
+                record(&ctx, &current, &outcome, now).await;
+                return Ok(Action::await_change());
+            }
+            Err(kube::Error::Api(s)) if s.code == 404 => {
+                tracing::info!(%request, "request deleted before its status was written");
+                return Ok(Action::await_change());
+            }
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                let fresh = api.get(&name).await.map_err(|source| Error::Reread {
+                    request: request.clone(),
+                    source,
+                })?;
+                if let Some(c) = terminal_condition(&fresh) {
+                    ctx.metrics.conflict(&ctx.signer.name, "terminal");
+                    tracing::info!(%request, condition = %c.type_, "status written by someone else; leaving it");
+                    return Ok(Action::await_change());
+                }
+                ctx.metrics.conflict(&ctx.signer.name, "retried");
+                tracing::info!(%request, attempt, "status write conflicted; deciding again from the fresh object");
+                current = fresh;
+            }
+            Err(source) => {
+                return Err(Error::WriteStatus { request, source });
+            }
+        }
+    }
+    Err(Error::ConflictPersists { request })
+}
+
+/// What a decision leads to.
+enum Decision {
+    /// Write this terminal status.
+    Write(PodCertificateRequestStatus, Outcome),
+    /// Write nothing; look again.
+    Requeue(Action),
+}
+
+/// What was written, for metrics, logs and Events after the write succeeded.
+enum Outcome {
+    Issued {
+        serial: String,
+        identities: Vec<String>,
+    },
+    Denied {
+        reason: &'static str,
+        message: String,
+    },
+    Failed {
+        reason: &'static str,
+    },
+}
+
+fn decide(pcr: &PodCertificateRequest, ctx: &Context, now: SystemTime) -> Result<Decision, Error> {
+    let signer = &ctx.signer.name;
+    let request_key = key(pcr);
+    let generation = pcr.metadata.generation;
+    let pool = {
+        let state = ctx.pool.borrow();
+        match &state.pool {
+            Some(pool) => pool.clone(),
+            None => {
+                return Err(Error::PoolUnavailable {
+                    signer: signer.clone(),
+                    reason: state
+                        .last_error
+                        .clone()
+                        .unwrap_or_else(|| "not loaded yet".into()),
+                })
+            }
+        }
+    };
+    let outcome = match issuance_request(pcr) {
+        Err(denial) => Err(NotIssued::Denied(denial)),
+        Ok(request) => issue(
+            &request,
+            &ctx.signer,
+            pool.signing_ca(),
+            &snapshot(ctx, &request.namespace, &request.pod_name),
+            now,
+        ),
+    };
+    Ok(match outcome {
+        Ok(issued) => Decision::Write(
+            issued_status(&issued, now, generation),
+            Outcome::Issued {
+                serial: issued.serial.clone(),
+                identities: issued.identities.clone(),
+            },
+        ),
+        Err(NotIssued::Denied(denial)) => Decision::Write(
+            denied_status(&denial, now, generation),
+            Outcome::Denied {
+                reason: denial.reason.as_str(),
+                message: denial.message.clone(),
+            },
+        ),
+        Err(NotIssued::Failed(failure)) => Decision::Write(
+            failed_status(&failure, now, generation),
+            Outcome::Failed {
+                reason: failure.reason.as_str(),
+            },
+        ),
+        Err(NotIssued::Pending(pending)) => {
+            ctx.metrics.pending(signer, pending.reason.as_str());
+            let until_denial = pending
+                .deny_at
+                .and_then(|t| t.duration_since(now).ok())
+                .unwrap_or(PENDING_RECHECK);
+            tracing::info!(request = %request_key, %pending, "pending");
+            Decision::Requeue(Action::requeue(
+                until_denial.clamp(Duration::from_secs(1), PENDING_RECHECK),
+            ))
+        }
+        Err(NotIssued::Error(source)) => {
+            return Err(Error::Issue {
+                signer: signer.clone(),
+                request: request_key,
+                source: Box::new(source),
+            })
+        }
+    })
+}
+
+/// The cluster state for one request, from the watch caches. The spiffe signer needs
+/// none (its identity comes from the request itself).
+pub fn snapshot(ctx: &Context, namespace: &str, pod_name: &str) -> PodSnapshot {
+    if matches!(ctx.signer.kind, SignerKind::Spiffe { .. }) {
+        return PodSnapshot::default();
+    }
+    let pod = ctx
+        .pods
+        .get(&ObjectRef::new(pod_name).within(namespace))
+        .map(|p| PodInfo {
+            namespace: namespace.to_string(),
+            name: pod_name.to_string(),
+            uid: p.metadata.uid.clone().unwrap_or_default(),
+            labels: p.metadata.labels.clone().unwrap_or_default(),
+        });
+    let services = ctx
+        .services
+        .state()
+        .iter()
+        .filter(|s| s.metadata.namespace.as_deref() == Some(namespace))
+        .map(|s| service_info(s))
+        .collect();
+    PodSnapshot { pod, services }
+}
+
+/// The issuer's view of a Service.
+pub fn service_info(s: &Service) -> ServiceInfo {
+    let spec = s.spec.as_ref();
+    ServiceInfo {
+        namespace: s.metadata.namespace.clone().unwrap_or_default(),
+        name: s.metadata.name.clone().unwrap_or_default(),
+        service_type: spec
+            .and_then(|s| s.type_.as_deref())
+            .unwrap_or_default()
+            .into(),
+        selector: spec.and_then(|s| s.selector.clone()).unwrap_or_default(),
+    }
+}
+
+async fn record(ctx: &Context, pcr: &PodCertificateRequest, outcome: &Outcome, now: SystemTime) {
+    let signer = &ctx.signer.name;
+    let request = key(pcr);
+    match outcome {
+        Outcome::Issued { serial, identities } => {
+            let since = pcr
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .and_then(|t| now.duration_since(super::api_types::system_time(&t.0)).ok());
+            ctx.metrics.issued(signer, since);
+            tracing::info!(%request, %signer, %serial, identities = ?identities, "issued");
+        }
+        Outcome::Failed { reason } => {
+            ctx.metrics.failed(signer, reason);
+            tracing::warn!(%request, %signer, %reason, "failed");
+        }
+        Outcome::Denied { reason, message } => {
+            ctx.metrics.denied(signer, reason);
+            tracing::warn!(%request, %signer, %reason, detail = %message, "denied");
+            let event = Event {
+                type_: EventType::Warning,
+                reason: (*reason).to_string(),
+                note: Some(message.chars().take(1000).collect()),
+                action: "Sign".to_string(),
+                secondary: None,
+            };
+            let reference = pcr.object_ref(&ctx.pcr_api);
+            if let Err(error) = ctx.recorder.publish(&event, &reference).await {
+                // Best effort: the denial itself is recorded in the status.
+                tracing::warn!(%request, %error, "could not publish the denial Event");
+            }
+        }
+    }
+}
+
+/// Pure: how long to wait after an error. API errors are retried soon; the signer's own
+/// problems (no pool, CA not valid) need an operator or a pool reload and are retried
+/// less often. Nothing here writes a terminal condition.
+pub fn error_policy(_pcr: Arc<PodCertificateRequest>, error: &Error, _ctx: Arc<Context>) -> Action {
+    match error {
+        Error::PoolUnavailable { .. } | Error::Issue { .. } => Action::requeue(SIGNER_ERROR_RETRY),
+        _ => Action::requeue(API_ERROR_RETRY),
+    }
+}

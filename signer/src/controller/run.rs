@@ -1,0 +1,276 @@
+//! Wiring: discovery, pool watches, watch caches, sharding, trust bundles, admin
+//! endpoint and one kube-rs `Controller` per enabled signer.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures::StreamExt as _;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::Controller;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, WatchStreamExt as _};
+use kube::{Api, Client};
+use tokio::sync::watch;
+
+use super::discovery::discover;
+use super::metrics::Metrics;
+use super::pool_watch::{self, PoolState};
+use super::reconcile::{error_policy, reconcile, Context};
+use super::sharding::{self, Sharding, ShardingConfig};
+use super::{admin, trust_bundles, Error};
+use crate::{SignerConfig, SignerKind};
+
+/// One enabled signer and its pool file.
+#[derive(Clone, Debug)]
+pub struct SignerSetup {
+    /// The signer.
+    pub config: SignerConfig,
+    /// The CA pool file (the Secret's `pool` key, projected).
+    pub pool_file: PathBuf,
+}
+
+/// The controller's configuration (from the CLI).
+#[derive(Clone, Debug)]
+pub struct ControllerConfig {
+    /// The enabled signers.
+    pub signers: Vec<SignerSetup>,
+    /// Sharding identity; `None` handles every request.
+    pub sharding: Option<ShardingConfig>,
+    /// The admin endpoint address; `None` serves none.
+    pub admin_listen: Option<SocketAddr>,
+    /// The periodic pool re-read.
+    pub pool_reload_period: Duration,
+    /// Concurrent reconciles per signer.
+    pub concurrency: u16,
+    /// Reporter name of Events.
+    pub reporter: String,
+}
+
+/// Runs the controller until SIGTERM/Ctrl-C (graceful: in-flight reconciles finish).
+pub async fn run(client: Client, config: ControllerConfig) -> Result<(), Error> {
+    let metrics = Arc::new(Metrics::new());
+    let pools: Vec<watch::Receiver<PoolState>> = config
+        .signers
+        .iter()
+        .map(|s| pool_watch::spawn(&s.pool_file, config.pool_reload_period))
+        .collect();
+    let caches_ready = Arc::new(AtomicBool::new(false));
+
+    if let Some(addr) = config.admin_listen {
+        let ready: admin::ReadinessCheck = {
+            let pools = pools.clone();
+            let names: Vec<String> = config
+                .signers
+                .iter()
+                .map(|s| s.config.name.clone())
+                .collect();
+            let caches_ready = caches_ready.clone();
+            Arc::new(move || {
+                for (name, pool) in names.iter().zip(&pools) {
+                    let state = pool.borrow();
+                    if state.pool.is_none() {
+                        return Err(format!(
+                            "signer {name}: {}",
+                            state
+                                .last_error
+                                .clone()
+                                .unwrap_or_else(|| "no CA pool".into())
+                        ));
+                    }
+                }
+                if !caches_ready.load(Ordering::Relaxed) {
+                    return Err("API discovery and watch caches not ready".into());
+                }
+                Ok(())
+            })
+        };
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| Error::Admin { addr, source })?;
+        drop(listener); // Bind check: fail at start-up on a taken port.
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            if let Err(error) = admin::serve(addr, metrics, ready).await {
+                tracing::error!(%addr, %error, "admin endpoint stopped");
+            }
+        });
+    }
+    for (setup, pool) in config.signers.iter().zip(&pools) {
+        metrics.pool_loaded(&setup.config.name, pool.borrow().pool.is_some());
+        let metrics = metrics.clone();
+        let name = setup.config.name.clone();
+        let mut pool = pool.clone();
+        tokio::spawn(async move {
+            while pool.changed().await.is_ok() {
+                metrics.pool_loaded(&name, pool.borrow().pool.is_some());
+            }
+        });
+    }
+
+    let apis = discover(&client).await?;
+    tracing::info!(pcr = %apis.pcr.api_version, ctb = %apis.ctb.api_version, "discovered certificates.k8s.io versions");
+
+    // Watch caches: Services and Pods (metadata only) for the service-dns signer.
+    let needs_snapshot = config
+        .signers
+        .iter()
+        .any(|s| matches!(s.config.kind, SignerKind::ServiceDns));
+    let (pods, pods_writer) = reflector::store::<PartialObjectMeta<Pod>>();
+    let (services, services_writer) = reflector::store::<Service>();
+    if needs_snapshot {
+        let pod_stream = reflector::reflector(
+            pods_writer,
+            // `Api<PartialObjectMeta<_>>` lists and watches metadata only.
+            watcher(
+                Api::<PartialObjectMeta<Pod>>::all(client.clone()),
+                watcher::Config::default().any_semantic(),
+            ),
+        )
+        .default_backoff();
+        tokio::spawn(drain("pods", pod_stream));
+        let service_stream = reflector::reflector(
+            services_writer,
+            watcher(
+                Api::<Service>::all(client.clone()),
+                watcher::Config::default().any_semantic(),
+            )
+            .modify(|s: &mut Service| {
+                s.metadata.managed_fields = None;
+                s.status = None;
+            }),
+        )
+        .default_backoff();
+        tokio::spawn(drain("services", service_stream));
+        pods.wait_until_ready()
+            .await
+            .map_err(|_| Error::CacheNotReady { what: "pods" })?;
+        services
+            .wait_until_ready()
+            .await
+            .map_err(|_| Error::CacheNotReady { what: "services" })?;
+        tracing::info!(
+            pods = pods.state().len(),
+            services = services.state().len(),
+            "watch caches ready"
+        );
+    }
+
+    let sharding = match &config.sharding {
+        None => Sharding::Off,
+        Some(sc) => start_sharding(&client, sc).await?,
+    };
+    caches_ready.store(true, Ordering::Relaxed);
+
+    for (setup, pool) in config.signers.iter().zip(&pools) {
+        tokio::spawn(trust_bundles::sync_loop(
+            client.clone(),
+            apis.ctb.clone(),
+            setup.config.clone(),
+            pool.clone(),
+            metrics.clone(),
+        ));
+    }
+
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: config.reporter.clone(),
+            instance: config.sharding.as_ref().map(|s| s.pod_name.clone()),
+        },
+    );
+    let controllers = config.signers.iter().zip(&pools).map(|(setup, pool)| {
+        let ctx = Arc::new(Context {
+            client: client.clone(),
+            pcr_api: apis.pcr.clone(),
+            signer: setup.config.clone(),
+            pool: pool.clone(),
+            pods: pods.clone(),
+            services: services.clone(),
+            sharding: sharding.clone(),
+            metrics: metrics.clone(),
+            recorder: recorder.clone(),
+            clock: Arc::new(SystemTime::now),
+        });
+        let api: Api<super::PodCertificateRequest> = Api::all_with(client.clone(), &apis.pcr);
+        let selector = format!("spec.signerName={}", setup.config.name);
+        let signer = setup.config.name.clone();
+        let metrics = metrics.clone();
+        Controller::new_with(api, watcher::Config::default().fields(&selector), apis.pcr.clone())
+            .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency))
+            .shutdown_on_signal()
+            .run(reconcile, error_policy, ctx)
+            .for_each(move |result| {
+                match result {
+                    Ok((object, _)) => tracing::trace!(request = %object, "reconciled"),
+                    Err(kube::runtime::controller::Error::ReconcilerFailed(error, object)) => {
+                        metrics.reconcile_error(&signer, error.step());
+                        tracing::warn!(%signer, request = %object, step = error.step(), %error, "reconcile failed; retrying");
+                    }
+                    Err(error) => tracing::warn!(%signer, %error, "controller"),
+                }
+                futures::future::ready(())
+            })
+    });
+    tracing::info!(signers = ?config.signers.iter().map(|s| &s.config.name).collect::<Vec<_>>(), "controller running");
+    futures::future::join_all(controllers).await;
+    tracing::info!("controller stopped");
+    Ok(())
+}
+
+async fn start_sharding(client: &Client, config: &ShardingConfig) -> Result<Sharding, Error> {
+    let (leases, writer) = reflector::store::<Lease>();
+    let api: Api<Lease> = Api::namespaced(client.clone(), &config.namespace);
+    let stream = reflector::reflector(
+        writer,
+        watcher(
+            api,
+            watcher::Config::default().labels(&format!(
+                "{}={}",
+                sharding::LABEL_KEY,
+                config.application
+            )),
+        ),
+    )
+    .default_backoff();
+    tokio::spawn(drain("leases", stream));
+    sharding::renew(client, config, SystemTime::now()).await?;
+    {
+        let client = client.clone();
+        let config = config.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(sharding::LEASE_RENEWAL_PERIOD);
+            loop {
+                tick.tick().await;
+                if let Err(error) = sharding::renew(&client, &config, SystemTime::now()).await {
+                    tracing::error!(%error, "sharding Lease renewal failed");
+                }
+            }
+        });
+    }
+    leases
+        .wait_until_ready()
+        .await
+        .map_err(|_| Error::CacheNotReady { what: "leases" })?;
+    Ok(Sharding::Rendezvous {
+        config: config.clone(),
+        leases: leases as Store<Lease>,
+    })
+}
+
+async fn drain<S, T>(what: &'static str, stream: S)
+where
+    S: futures::Stream<Item = Result<T, watcher::Error>>,
+{
+    futures::pin_mut!(stream);
+    while let Some(item) = stream.next().await {
+        if let Err(error) = item {
+            tracing::warn!(cache = what, %error, "watch error; retrying with backoff");
+        }
+    }
+}

@@ -1,0 +1,684 @@
+//! Reconciler tests against a mocked API server (kube's `tower-test` pattern): each test
+//! drives the reconciler and answers, then checks, every HTTP request it makes. Once the
+//! reconciler has returned and its context is dropped, the mock must see no further
+//! request (`next_request` yields `None` only when every client clone is gone).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use http::{Method, Request, Response, StatusCode};
+use k8s_openapi::api::core::v1::{Pod, Service, ServiceSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{APIResource, APIResourceList, ObjectMeta};
+use k8s_openapi::ByteString;
+use kube::client::Body;
+use kube::core::{ApiResource, PartialObjectMeta, TypeMeta};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector;
+use kube::runtime::watcher;
+use kube::Client;
+use serde_json::{json, Value};
+use tokio::sync::watch;
+use tower_test::mock::{self, Handle};
+
+use super::*;
+use crate::test_util::RequesterKey;
+use crate::{generate_ca, parse_trust_domain, CaPool, KeyType, SignerConfig};
+
+type MockHandle = Handle<Request<Body>, Response<Body>>;
+
+const NS: &str = "t";
+const NAME: &str = "req-1";
+const POD_UID: &str = "0b6c7c9e-1c1e-4c52-9d7e-4a1f2f0c7f10";
+const PCR_PATH: &str =
+    "/apis/certificates.k8s.io/v1beta1/namespaces/t/podcertificaterequests/req-1";
+
+fn now() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_900_000_000)
+}
+
+fn pcr_api() -> ApiResource {
+    ApiResource {
+        group: "certificates.k8s.io".into(),
+        version: "v1beta1".into(),
+        api_version: "certificates.k8s.io/v1beta1".into(),
+        kind: "PodCertificateRequest".into(),
+        plural: "podcertificaterequests".into(),
+    }
+}
+
+fn ctb_api() -> ApiResource {
+    ApiResource {
+        kind: "ClusterTrustBundle".into(),
+        plural: "clustertrustbundles".into(),
+        ..pcr_api()
+    }
+}
+
+fn pool() -> CaPool {
+    let ca = generate_ca(
+        "ca-1",
+        KeyType::EcdsaP256,
+        now() - Duration::from_secs(3600),
+        Duration::from_secs(365 * 86_400),
+    )
+    .unwrap();
+    CaPool::single(ca)
+}
+
+fn spiffe() -> SignerConfig {
+    SignerConfig::spiffe(parse_trust_domain("cluster.local").unwrap())
+}
+
+/// A PodCertificateRequest as kube-apiserver 1.35 serves it (pkix key + proof).
+fn pcr(signer: &str, created_ago: Duration) -> PodCertificateRequest {
+    let key = RequesterKey::cached(KeyType::EcdsaP256);
+    PodCertificateRequest {
+        types: Some(TypeMeta {
+            api_version: "certificates.k8s.io/v1beta1".into(),
+            kind: "PodCertificateRequest".into(),
+        }),
+        metadata: ObjectMeta {
+            namespace: Some(NS.into()),
+            name: Some(NAME.into()),
+            resource_version: Some("7".into()),
+            generation: Some(1),
+            creation_timestamp: Some(k8s_time(now() - created_ago)),
+            ..Default::default()
+        },
+        spec: PodCertificateRequestSpec {
+            signer_name: signer.into(),
+            pod_name: "web-0".into(),
+            pod_uid: POD_UID.into(),
+            service_account_name: "web".into(),
+            service_account_uid: "sa-uid".into(),
+            node_name: "node-1".into(),
+            node_uid: "node-uid".into(),
+            max_expiration_seconds: Some(86_400),
+            pkix_public_key: Some(ByteString(key.spki_der().to_vec())),
+            proof_of_possession: Some(ByteString(key.proof_of_possession(POD_UID))),
+            ..Default::default()
+        },
+        status: None,
+    }
+}
+
+fn terminal(mut pcr: PodCertificateRequest, rv: &str) -> PodCertificateRequest {
+    pcr.metadata.resource_version = Some(rv.into());
+    pcr.status = Some(denied_status(
+        &crate::Denial {
+            reason: crate::DenialReason::PodNotFound,
+            message: "someone else".into(),
+        },
+        now(),
+        Some(1),
+    ));
+    pcr
+}
+
+struct Setup {
+    signer: SignerConfig,
+    pool: PoolState,
+    pods: Vec<PartialObjectMeta<Pod>>,
+    services: Vec<Service>,
+}
+
+impl Setup {
+    fn spiffe() -> Setup {
+        Setup {
+            signer: spiffe(),
+            pool: PoolState::fixed("/pool", pool()),
+            pods: vec![],
+            services: vec![],
+        }
+    }
+
+    fn service_dns() -> Setup {
+        Setup {
+            signer: SignerConfig::service_dns(),
+            ..Setup::spiffe()
+        }
+    }
+
+    fn context(self) -> (Arc<Context>, MockHandle) {
+        let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+        let client = Client::new(service, "default");
+        let (pods, mut pods_writer) = reflector::store::<PartialObjectMeta<Pod>>();
+        for p in self.pods {
+            pods_writer.apply_watcher_event(&watcher::Event::Apply(p));
+        }
+        let (services, mut services_writer) = reflector::store::<Service>();
+        for s in self.services {
+            services_writer.apply_watcher_event(&watcher::Event::Apply(s));
+        }
+        let (_tx, pool) = watch::channel(self.pool);
+        let ctx = Context {
+            client: client.clone(),
+            pcr_api: pcr_api(),
+            signer: self.signer,
+            pool,
+            pods,
+            services,
+            sharding: Sharding::Off,
+            metrics: Arc::new(Metrics::new()),
+            recorder: Recorder::new(
+                client,
+                Reporter {
+                    controller: "podtls-signer".into(),
+                    instance: None,
+                },
+            ),
+            clock: Arc::new(now),
+        };
+        (Arc::new(ctx), handle)
+    }
+}
+
+fn pod_meta(name: &str, uid: &str, labels: &[(&str, &str)]) -> PartialObjectMeta<Pod> {
+    PartialObjectMeta::<Pod> {
+        metadata: ObjectMeta {
+            namespace: Some(NS.into()),
+            name: Some(name.into()),
+            uid: Some(uid.into()),
+            labels: Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+fn service(name: &str, selector: &[(&str, &str)]) -> Service {
+    Service {
+        metadata: ObjectMeta {
+            namespace: Some(NS.into()),
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        spec: Some(ServiceSpec {
+            selector: Some(
+                selector
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect::<BTreeMap<_, _>>(),
+            ),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// The next request, its JSON body, and the responder.
+async fn next(
+    handle: &mut MockHandle,
+) -> (
+    http::request::Parts,
+    Value,
+    mock::SendResponse<Response<Body>>,
+) {
+    let (request, send) = handle.next_request().await.expect("a request");
+    let (parts, body) = request.into_parts();
+    let bytes = body.collect_bytes().await.unwrap();
+    let value = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap()
+    };
+    (parts, value, send)
+}
+
+fn reply(send: mock::SendResponse<Response<Body>>, status: StatusCode, body: &Value) {
+    send.send_response(
+        Response::builder()
+            .status(status)
+            .body(Body::from(serde_json::to_vec(body).unwrap()))
+            .unwrap(),
+    );
+}
+
+fn conflict() -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict",
+           "message": "the object has been modified", "code": 409})
+}
+
+/// Asserts the mock sees no further request once every client is gone.
+async fn assert_no_more_requests(mut handle: MockHandle) {
+    if let Some((request, _)) = handle.next_request().await {
+        panic!("unexpected request {} {}", request.method(), request.uri());
+    }
+}
+
+fn assert_status_put(parts: &http::request::Parts, body: &Value, rv: &str, condition: &str) {
+    assert_eq!(parts.method, Method::PUT);
+    assert_eq!(parts.uri.path(), format!("{PCR_PATH}/status"));
+    assert_eq!(body["apiVersion"], "certificates.k8s.io/v1beta1");
+    assert_eq!(body["kind"], "PodCertificateRequest");
+    assert_eq!(body["metadata"]["resourceVersion"], rv, "the precondition");
+    let conditions = body["status"]["conditions"].as_array().unwrap();
+    assert_eq!(conditions.len(), 1, "{body}");
+    assert_eq!(conditions[0]["type"], condition);
+    assert_eq!(conditions[0]["status"], "True");
+    assert_eq!(conditions[0]["lastTransitionTime"], "2030-03-17T17:46:40Z");
+}
+
+#[tokio::test]
+async fn issues_with_one_status_update_holding_chain_and_times() {
+    let (ctx, mut handle) = Setup::spiffe().context();
+    let task = tokio::spawn(reconcile(
+        Arc::new(pcr("row-major.net/spiffe", Duration::from_secs(1))),
+        ctx,
+    ));
+    let (parts, body, send) = next(&mut handle).await;
+    assert_status_put(&parts, &body, "7", "Issued");
+    let status = &body["status"];
+    assert_eq!(status["conditions"][0]["reason"], "Issued");
+    assert!(status["certificateChain"]
+        .as_str()
+        .unwrap()
+        .starts_with("-----BEGIN CERTIFICATE-----"));
+    assert_eq!(
+        status["notBefore"], "2030-03-17T17:44:40Z",
+        "now - 2 min backdate"
+    );
+    assert_eq!(status["notAfter"], "2030-03-18T17:44:40Z", "24 h");
+    assert_eq!(
+        status["beginRefreshAt"], "2030-03-18T17:14:40Z",
+        "notAfter - 30 min"
+    );
+    // The spec goes back unchanged.
+    assert_eq!(body["spec"]["podUID"], POD_UID);
+    assert!(body["spec"]["pkixPublicKey"].is_string());
+    assert!(body["spec"].get("stubPKCS10Request").is_none());
+    reply(send, StatusCode::OK, &body);
+    let action = task.await.unwrap().unwrap();
+    assert_eq!(action, Action::await_change());
+    assert_no_more_requests(handle).await;
+}
+
+#[tokio::test]
+async fn conflict_then_terminal_rereads_once_and_writes_nothing_more() {
+    let (ctx, mut handle) = Setup::spiffe().context();
+    let metrics = ctx.metrics.clone();
+    let original = pcr("row-major.net/spiffe", Duration::from_secs(1));
+    let task = tokio::spawn(reconcile(Arc::new(original.clone()), ctx));
+    let (parts, body, send) = next(&mut handle).await;
+    assert_status_put(&parts, &body, "7", "Issued");
+    reply(send, StatusCode::CONFLICT, &conflict());
+    let (parts, _, send) = next(&mut handle).await;
+    assert_eq!(parts.method, Method::GET);
+    assert_eq!(parts.uri.path(), PCR_PATH);
+    reply(
+        send,
+        StatusCode::OK,
+        &serde_json::to_value(terminal(original, "8")).unwrap(),
+    );
+    assert_eq!(task.await.unwrap().unwrap(), Action::await_change());
+    assert_no_more_requests(handle).await;
+    assert!(metrics
+        .encode()
+        .contains(r#"status_conflicts_total{signer="row-major.net/spiffe",outcome="terminal"} 1"#));
+}
+
+#[tokio::test]
+async fn conflict_then_still_pending_decides_again_with_the_fresh_resource_version() {
+    let (ctx, mut handle) = Setup::spiffe().context();
+    let original = pcr("row-major.net/spiffe", Duration::from_secs(1));
+    let task = tokio::spawn(reconcile(Arc::new(original.clone()), ctx));
+    let (_, _, send) = next(&mut handle).await;
+    reply(send, StatusCode::CONFLICT, &conflict());
+    let (parts, _, send) = next(&mut handle).await;
+    assert_eq!(parts.method, Method::GET);
+    let mut fresh = original;
+    fresh.metadata.resource_version = Some("8".into());
+    reply(send, StatusCode::OK, &serde_json::to_value(&fresh).unwrap());
+    let (parts, body, send) = next(&mut handle).await;
+    assert_status_put(&parts, &body, "8", "Issued");
+    reply(send, StatusCode::OK, &body);
+    assert_eq!(task.await.unwrap().unwrap(), Action::await_change());
+    assert_no_more_requests(handle).await;
+}
+
+#[tokio::test]
+async fn two_conflicts_in_a_row_are_an_error_not_a_terminal_status() {
+    let (ctx, mut handle) = Setup::spiffe().context();
+    let original = pcr("row-major.net/spiffe", Duration::from_secs(1));
+    let task = tokio::spawn(reconcile(Arc::new(original.clone()), ctx));
+    for _ in 0..2 {
+        let (parts, _, send) = next(&mut handle).await;
+        assert_eq!(parts.method, Method::PUT);
+        reply(send, StatusCode::CONFLICT, &conflict());
+        let (parts, _, send) = next(&mut handle).await;
+        assert_eq!(parts.method, Method::GET);
+        reply(
+            send,
+            StatusCode::OK,
+            &serde_json::to_value(&original).unwrap(),
+        );
+    }
+    let error = task.await.unwrap().unwrap_err();
+    assert!(matches!(error, Error::ConflictPersists { .. }), "{error}");
+    assert_eq!(error.step(), "conflict");
+    assert_no_more_requests(handle).await;
+}
+
+#[tokio::test]
+async fn terminal_requests_and_other_signers_requests_are_untouched() {
+    let (ctx, handle) = Setup::spiffe().context();
+    let done = terminal(pcr("row-major.net/spiffe", Duration::from_secs(1)), "9");
+    assert_eq!(
+        reconcile(Arc::new(done), ctx.clone()).await.unwrap(),
+        Action::await_change()
+    );
+    let other = pcr("example.com/other", Duration::from_secs(1));
+    assert_eq!(
+        reconcile(Arc::new(other), ctx).await.unwrap(),
+        Action::await_change()
+    );
+    assert_no_more_requests(handle).await;
+}
+
+/// Expects a Denied status write with `reason`, then the Event, then nothing.
+async fn expect_denial(
+    mut handle: MockHandle,
+    task: tokio::task::JoinHandle<Result<Action, Error>>,
+    reason: &str,
+) {
+    let (parts, body, send) = next(&mut handle).await;
+    assert_status_put(&parts, &body, "7", "Denied");
+    assert_eq!(body["status"]["conditions"][0]["reason"], reason);
+    assert!(body["status"].get("certificateChain").is_none());
+    reply(send, StatusCode::OK, &body);
+    let (parts, event, send) = next(&mut handle).await;
+    assert_eq!(parts.method, Method::POST);
+    assert_eq!(
+        parts.uri.path(),
+        "/apis/events.k8s.io/v1/namespaces/t/events"
+    );
+    assert_eq!(event["reason"], reason);
+    assert_eq!(event["type"], "Warning");
+    assert_eq!(event["regarding"]["name"], NAME);
+    assert_eq!(event["regarding"]["kind"], "PodCertificateRequest");
+    reply(send, StatusCode::CREATED, &event);
+    assert_eq!(task.await.unwrap().unwrap(), Action::await_change());
+    assert_no_more_requests(handle).await;
+}
+
+#[tokio::test]
+async fn unknown_user_annotation_is_denied_with_an_event() {
+    let (ctx, handle) = Setup::spiffe().context();
+    let mut request = pcr("row-major.net/spiffe", Duration::from_secs(1));
+    request.spec.unverified_user_annotations =
+        Some([("example.com/foo".to_string(), "bar".to_string())].into());
+    let task = tokio::spawn(reconcile(Arc::new(request), ctx));
+    expect_denial(handle, task, "InvalidUnverifiedUserAnnotations").await;
+}
+
+#[tokio::test]
+async fn malformed_public_key_is_denied() {
+    let (ctx, handle) = Setup::spiffe().context();
+    let mut request = pcr("row-major.net/spiffe", Duration::from_secs(1));
+    request.spec.pkix_public_key = Some(ByteString(b"not a key".to_vec()));
+    let task = tokio::spawn(reconcile(Arc::new(request), ctx));
+    expect_denial(handle, task, "InvalidPublicKey").await;
+}
+
+#[tokio::test]
+async fn missing_key_material_is_denied() {
+    let (ctx, handle) = Setup::spiffe().context();
+    let mut request = pcr("row-major.net/spiffe", Duration::from_secs(1));
+    request.spec.pkix_public_key = None;
+    request.spec.proof_of_possession = None;
+    let task = tokio::spawn(reconcile(Arc::new(request), ctx));
+    expect_denial(handle, task, "InvalidKeyMaterial").await;
+}
+
+#[tokio::test]
+async fn refused_key_type_is_denied_as_unsupported() {
+    let mut setup = Setup::spiffe();
+    setup.signer = setup.signer.with_allowed_key_types([KeyType::Ed25519]);
+    let (ctx, handle) = setup.context();
+    let task = tokio::spawn(reconcile(
+        Arc::new(pcr("row-major.net/spiffe", Duration::from_secs(1))),
+        ctx,
+    ));
+    expect_denial(handle, task, "UnsupportedKeyType").await;
+}
+
+#[tokio::test]
+async fn service_dns_issues_for_the_selecting_service_from_the_caches() {
+    let mut setup = Setup::service_dns();
+    setup.pods = vec![pod_meta("web-0", POD_UID, &[("app", "web")])];
+    setup.services = vec![
+        service("web", &[("app", "web")]),
+        service("db", &[("app", "db")]),
+    ];
+    let (ctx, mut handle) = setup.context();
+    let task = tokio::spawn(reconcile(
+        Arc::new(pcr("row-major.net/service-dns", Duration::from_secs(1))),
+        ctx,
+    ));
+    let (parts, body, send) = next(&mut handle).await;
+    assert_status_put(&parts, &body, "7", "Issued");
+    let chain = body["status"]["certificateChain"].as_str().unwrap();
+    let der = rustls_pki_types::pem::PemObject::from_pem_slice(chain.as_bytes())
+        .map(|c: rustls_pki_types::CertificateDer<'static>| c.to_vec())
+        .unwrap();
+    let (_, leaf) = x509_parser::parse_x509_certificate(&der).unwrap();
+    let sans = format!(
+        "{:?}",
+        leaf.subject_alternative_name().unwrap().unwrap().value
+    );
+    assert!(
+        sans.contains("web.t.svc") && !sans.contains("db.t.svc"),
+        "{sans}"
+    );
+    reply(send, StatusCode::OK, &body);
+    task.await.unwrap().unwrap();
+    assert_no_more_requests(handle).await;
+}
+
+#[tokio::test]
+async fn pod_not_in_cache_is_pending_without_a_write_then_denied_after_grace() {
+    let mut setup = Setup::service_dns();
+    setup.services = vec![service("web", &[("app", "web")])];
+    let (ctx, mut handle) = setup.context();
+    // Fresh request: pending, looked at again soon, nothing written.
+    let action = reconcile(
+        Arc::new(pcr("row-major.net/service-dns", Duration::from_secs(1))),
+        ctx.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(action, Action::requeue(PENDING_RECHECK));
+    // Past the grace period: denied.
+    let task = tokio::spawn(reconcile(
+        Arc::new(pcr("row-major.net/service-dns", Duration::from_secs(3600))),
+        ctx,
+    ));
+    let (parts, body, send) = next(&mut handle).await;
+    assert_status_put(&parts, &body, "7", "Denied");
+    assert_eq!(body["status"]["conditions"][0]["reason"], "PodNotFound");
+    reply(send, StatusCode::OK, &body);
+    let (parts, _, send) = next(&mut handle).await;
+    assert_eq!(parts.method, Method::POST);
+    reply(send, StatusCode::CREATED, &json!({}));
+    task.await.unwrap().unwrap();
+    assert_no_more_requests(handle).await;
+}
+
+#[tokio::test]
+async fn pod_with_another_uid_is_not_issued_for() {
+    let mut setup = Setup::service_dns();
+    setup.pods = vec![pod_meta("web-0", "another-uid", &[("app", "web")])];
+    setup.services = vec![service("web", &[("app", "web")])];
+    let (ctx, handle) = setup.context();
+    let action = reconcile(
+        Arc::new(pcr("row-major.net/service-dns", Duration::from_secs(1))),
+        ctx,
+    )
+    .await
+    .unwrap();
+    assert_eq!(action, Action::requeue(PENDING_RECHECK));
+    assert_no_more_requests(handle).await;
+}
+
+#[tokio::test]
+async fn missing_pool_is_a_retried_error_not_a_terminal_status() {
+    let mut setup = Setup::spiffe();
+    setup.pool = reload_pool(&PoolState::empty("/nonexistent/pool"));
+    let (ctx, handle) = setup.context();
+    let request = Arc::new(pcr("row-major.net/spiffe", Duration::from_secs(1)));
+    let error = reconcile(request.clone(), ctx.clone()).await.unwrap_err();
+    assert_eq!(error.step(), "ca_pool");
+    assert!(error.to_string().contains("/nonexistent/pool"), "{error}");
+    assert_eq!(
+        error_policy(request, &error, ctx),
+        Action::requeue(SIGNER_ERROR_RETRY)
+    );
+    assert_no_more_requests(handle).await;
+}
+
+#[tokio::test]
+async fn expired_ca_is_a_retried_error_not_a_terminal_status() {
+    let mut setup = Setup::spiffe();
+    let old = generate_ca(
+        "old",
+        KeyType::Ed25519,
+        now() - Duration::from_secs(10 * 86_400),
+        Duration::from_secs(86_400),
+    )
+    .unwrap();
+    setup.pool = PoolState::fixed("/pool", CaPool::single(old));
+    let (ctx, handle) = setup.context();
+    let error = reconcile(
+        Arc::new(pcr("row-major.net/spiffe", Duration::from_secs(1))),
+        ctx,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(error.step(), "issue");
+    assert_no_more_requests(handle).await;
+}
+
+#[tokio::test]
+async fn server_error_on_the_status_write_is_a_write_status_error() {
+    let (ctx, mut handle) = Setup::spiffe().context();
+    let task = tokio::spawn(reconcile(
+        Arc::new(pcr("row-major.net/spiffe", Duration::from_secs(1))),
+        ctx,
+    ));
+    let (_, _, send) = next(&mut handle).await;
+    reply(
+        send,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 500, "message": "etcd down"}),
+    );
+    let error = task.await.unwrap().unwrap_err();
+    assert_eq!(error.step(), "write_status");
+    assert_no_more_requests(handle).await;
+}
+
+#[tokio::test]
+async fn trust_bundle_is_server_side_applied_with_name_labels_and_signer() {
+    let (ctx, mut handle) = Setup::spiffe().context();
+    let client = ctx.client.clone();
+    drop(ctx);
+    let pool = pool();
+    let expected_pem = pool.trust_bundle_pem();
+    let task =
+        tokio::spawn(
+            async move { trust_bundles::apply(&client, &ctb_api(), &spiffe(), &pool).await },
+        );
+    let (parts, body, send) = next(&mut handle).await;
+    assert_eq!(parts.method, Method::PATCH);
+    assert_eq!(
+        parts.uri.path(),
+        "/apis/certificates.k8s.io/v1beta1/clustertrustbundles/row-major.net:spiffe:primary-bundle"
+    );
+    let query = parts.uri.query().unwrap();
+    assert!(
+        query.contains("fieldManager=podtls-signer") && query.contains("force=true"),
+        "{query}"
+    );
+    assert_eq!(
+        parts.headers[http::header::CONTENT_TYPE],
+        "application/apply-patch+yaml"
+    );
+    assert_eq!(
+        body,
+        json!({
+            "apiVersion": "certificates.k8s.io/v1beta1",
+            "kind": "ClusterTrustBundle",
+            "metadata": {
+                "name": "row-major.net:spiffe:primary-bundle",
+                "labels": {
+                    "spiffe.row-major.net/canarying": "live",
+                    "spiffe.row-major.net/trust-domain": "cluster.local",
+                },
+            },
+            "spec": {"signerName": "row-major.net/spiffe", "trustBundle": expected_pem},
+        })
+    );
+    reply(send, StatusCode::OK, &body);
+    task.await.unwrap().unwrap();
+    assert_no_more_requests(handle).await;
+}
+
+#[tokio::test]
+async fn discovery_falls_back_to_v1beta1_when_v1_has_no_podcertificaterequests() {
+    let (service, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let task = tokio::spawn(async move { discover(&client).await });
+    let (parts, _, send) = next(&mut handle).await;
+    assert_eq!(parts.uri.path(), "/apis/certificates.k8s.io/v1");
+    reply(
+        send,
+        StatusCode::OK,
+        &serde_json::to_value(APIResourceList {
+            group_version: "certificates.k8s.io/v1".into(),
+            resources: vec![APIResource {
+                name: "certificatesigningrequests".into(),
+                ..Default::default()
+            }],
+        })
+        .unwrap(),
+    );
+    let (parts, _, send) = next(&mut handle).await;
+    assert_eq!(parts.uri.path(), "/apis/certificates.k8s.io/v1beta1");
+    let names = [
+        "podcertificaterequests",
+        "podcertificaterequests/status",
+        "clustertrustbundles",
+    ];
+    reply(
+        send,
+        StatusCode::OK,
+        &serde_json::to_value(APIResourceList {
+            group_version: "certificates.k8s.io/v1beta1".into(),
+            resources: names
+                .iter()
+                .map(|n| APIResource {
+                    name: n.to_string(),
+                    ..Default::default()
+                })
+                .collect(),
+        })
+        .unwrap(),
+    );
+    let apis = task.await.unwrap().unwrap();
+    assert_eq!(apis.pcr, pcr_api());
+    assert_eq!(apis.ctb, ctb_api());
+    assert_no_more_requests(handle).await;
+}
+
+#[test]
+fn invalid_trust_domain_is_rejected_before_anything_runs() {
+    for bad in ["spiffe://cluster.local", "Cluster.Local", "", "a/b"] {
+        assert!(parse_trust_domain(bad).is_err(), "{bad:?} accepted");
+    }
+}

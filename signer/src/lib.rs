@@ -1,0 +1,80 @@
+//! # signer
+//!
+//! The pure core of a Kubernetes PodCertificateRequest signer for the signers
+//! `row-major.net/service-dns` and `row-major.net/spiffe` (names configurable), compatible
+//! with the original Go `meshtool` (signer names, CA pool JSON, Secret key `pool`).
+//!
+//! What it does:
+//! - [`issue`]: request + [`SignerConfig`] + [`SigningCa`] + [`PodSnapshot`] + `now` →
+//!   an [`Issued`] certificate (chain, notBefore, notAfter, beginRefreshAt that
+//!   kube-apiserver accepts) or a [`NotIssued`] outcome: `Denied` / `Failed` (terminal
+//!   conditions with a CamelCase reason), `Pending` (wait for the pod or a Service) or
+//!   `Error` (the signer's own problem: retry).
+//! - Requester keys from `pkixPublicKey` + `proofOfPossession` (certificates.k8s.io/v1beta1
+//!   in 1.35) or `stubPKCS10Request` (1.36+, v1), verified as kube-apiserver does
+//!   ([`RequestedKey`]); every Kubernetes key type ([`KeyType`]).
+//! - [`CaPool`]: parse/write the meshtool pool JSON, pick the signing CA, build the trust
+//!   bundle, [`generate_ca`] and append CAs for rotation.
+//!
+//! The issuance core above does not talk to Kubernetes, read files, or read the clock.
+//! The [`controller`] module does (kube-rs controller, ClusterTrustBundle apply, CA pool
+//! file watch, sharding Leases, metrics) and feeds the core bytes and an explicit `now`.
+//!
+//! ```no_run
+//! use std::time::{Duration, SystemTime};
+//! use signer::{issue, CaPool, IssuanceRequest, KeyMaterial, PodSnapshot, SignerConfig};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let pool = CaPool::from_json(&std::fs::read("/var/run/ca-pool/pool")?)?;
+//! let config = SignerConfig::spiffe(signer::parse_trust_domain("cluster.local")?);
+//! let request = IssuanceRequest {
+//!     namespace: "default".into(),
+//!     name: "pcr-1".into(),
+//!     created_at: Some(SystemTime::now()),
+//!     signer_name: config.name.clone(),
+//!     pod_name: "web-0".into(),
+//!     pod_uid: "0b6c7c9e-1c1e-4c52-9d7e-4a1f2f0c7f10".into(),
+//!     service_account_name: "web".into(),
+//!     max_expiration_seconds: Some(86_400),
+//!     key_material: KeyMaterial::StubPkcs10 { csr: vec![/* spec.stubPKCS10Request */] },
+//!     unverified_user_annotations: Default::default(),
+//! };
+//! match issue(&request, &config, pool.signing_ca(), &PodSnapshot::default(), SystemTime::now()) {
+//!     Ok(issued) => println!("{}", issued.certificate_chain),
+//!     Err(outcome) => eprintln!("{outcome}"),
+//! }
+//! # Ok(()) }
+//! ```
+
+mod ca_pool;
+pub mod controller;
+mod denial;
+mod error;
+mod issuer;
+mod key_type;
+mod pem;
+mod request;
+mod requested_key;
+mod signer_config;
+mod signing_ca;
+mod snapshot;
+
+#[cfg(any(test, feature = "test-util"))]
+pub mod test_util;
+
+pub use ca_pool::{generate_ca, CaPool, DEFAULT_CA_VALIDITY};
+pub use denial::{Denial, DenialReason, Failure, FailureReason, NotIssued, Pending, PendingReason};
+pub use error::Error;
+pub use issuer::{issue, Issued, BACKDATE, MIN_LIFETIME, REFRESH_BEFORE_EXPIRY, REFRESH_MARGIN};
+pub use key_type::{KeyType, UnknownKeyType};
+pub use request::{IssuanceRequest, DEFAULT_MAX_EXPIRATION_SECONDS};
+pub use requested_key::{KeyMaterial, RequestedKey, MAX_KEY_MATERIAL_SIZE};
+pub use signer_config::{
+    parse_trust_domain, SignerConfig, SignerKind, DEFAULT_GRACE_PERIOD, DEFAULT_MAX_LIFETIME,
+    SERVICE_DNS_SIGNER_NAME, SPIFFE_SIGNER_NAME,
+};
+pub use signing_ca::SigningCa;
+pub use snapshot::{PodInfo, PodSnapshot, ServiceInfo, ServiceType};
+
+/// Re-exported: [`spiffe::TrustDomain`] appears in [`SignerKind`].
+pub use spiffe;

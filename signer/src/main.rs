@@ -1,0 +1,496 @@
+//! `signer`: the PodCertificateRequest signer for `row-major.net/service-dns` and
+//! `row-major.net/spiffe`, a drop-in for the original `meshtool`.
+//!
+//! ```text
+//! signer make-ca-pool-secret --namespace NS --name NAME --ca-id ID [--key-type ED25519]
+//!                            [--append] [--out-file PATH | --kubeconfig PATH]
+//! signer set-signing-ca --namespace NS --name NAME --ca-id ID [--out-file PATH | --kubeconfig PATH]
+//! signer controller [--kubeconfig PATH | --in-cluster] [--enable-service-dns-signer
+//!                   --service-dns-ca-pool FILE] [--enable-spiffe-signer
+//!                   --spiffe-trust-domain TD --spiffe-ca-pool FILE] [--sharding-...]
+//!                   [--admin-listen 0.0.0.0:9090]
+//! ```
+//!
+//! Every flag can also be set through the environment variable shown in `--help`.
+//! Boolean flags accept `--flag`, `--flag=true` and `--flag=false`, like Go's `flag`.
+//!
+//! `make-ca-pool-secret` creates the Secret NS/NAME with the CA pool JSON under key `pool`
+//! (or, with `--out-file`, writes the JSON to a file); with `--append` it adds a new,
+//! not-yet-signing CA to the existing pool: rotation step 1 (the trust bundles then carry
+//! both CAs). `set-signing-ca` marks a CA of the pool as the signing one: rotation step 2,
+//! once the new CA has reached every trust bundle. `controller` runs the signers (see
+//! `signer::controller`); it serves `/metrics`, `/readyz` and `/livez` on `--admin-listen`.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{bail, Context as _};
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+use signer::{generate_ca, parse_trust_domain, CaPool, KeyType, SignerConfig};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "signer",
+    version,
+    about = "PodCertificateRequest signer and CA pool tool (meshtool-compatible)"
+)]
+struct Cli {
+    /// Log output format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human, env = "SIGNER_LOG_FORMAT")]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Make a new CA pool for a signer: into a Secret (key `pool`) or, with --out-file, a file.
+    MakeCaPoolSecret(MakeCaPoolSecret),
+    /// Mark a CA of a pool as the signing CA (CA rotation step 2), in the Secret or, with
+    /// --out-file, a file.
+    SetSigningCa(SetSigningCa),
+    /// Run the signer controller.
+    Controller(Box<Controller>),
+}
+
+#[derive(Args, Debug)]
+struct MakeCaPoolSecret {
+    /// Path to the kubeconfig file (for writing the Secret; default: $KUBECONFIG,
+    /// ~/.kube/config, or in-cluster).
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Create the Secret in this namespace.
+    #[arg(long, env = "SIGNER_NAMESPACE")]
+    namespace: String,
+    /// Create the Secret with this name.
+    #[arg(long, env = "SIGNER_NAME")]
+    name: String,
+    /// The ID of the new CA in the pool.
+    #[arg(long, env = "SIGNER_CA_ID")]
+    ca_id: String,
+    /// Key type of the new CA: ED25519 (as meshtool), ECDSAP256, ECDSAP384, ECDSAP521,
+    /// RSA3072 or RSA4096.
+    #[arg(long, env = "SIGNER_KEY_TYPE", default_value = "ED25519")]
+    key_type: KeyType,
+    /// Validity of the new CA's root certificate, in days.
+    #[arg(long, env = "SIGNER_CA_VALIDITY_DAYS", default_value_t = 365)]
+    ca_validity_days: u32,
+    /// Write the pool JSON to this file instead of a Secret (e.g. for
+    /// `kubectl create secret generic NAME --from-file=pool=PATH`).
+    #[arg(long, env = "SIGNER_OUT_FILE")]
+    out_file: Option<PathBuf>,
+    /// If the Secret (or --out-file) exists, add the new CA to its pool (trusted, not
+    /// signing) instead of refusing to overwrite it. This is step one of a CA rotation.
+    #[arg(long, env = "SIGNER_APPEND", num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set, default_value_t = false)]
+    append: bool,
+}
+
+#[derive(Args, Debug)]
+struct SetSigningCa {
+    /// Path to the kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster).
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Namespace of the pool Secret.
+    #[arg(long, env = "SIGNER_NAMESPACE")]
+    namespace: String,
+    /// Name of the pool Secret.
+    #[arg(long, env = "SIGNER_NAME")]
+    name: String,
+    /// The ID of the CA (already in the pool) to sign with from now on.
+    #[arg(long, env = "SIGNER_CA_ID")]
+    ca_id: String,
+    /// Change the pool in this file instead of the Secret.
+    #[arg(long, env = "SIGNER_OUT_FILE")]
+    out_file: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct Controller {
+    /// Path to the kubeconfig file.
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Use the in-cluster service account instead of a kubeconfig.
+    #[arg(long, env = "SIGNER_IN_CLUSTER", num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set, default_value_t = false)]
+    in_cluster: bool,
+    /// (Work sharding) The namespace the controller runs in.
+    #[arg(long, env = "SIGNER_SHARDING_POD_NAMESPACE", default_value = "")]
+    sharding_pod_namespace: String,
+    /// (Work sharding) The controller's pod name.
+    #[arg(long, env = "SIGNER_SHARDING_POD_NAME", default_value = "")]
+    sharding_pod_name: String,
+    /// (Work sharding) The controller's pod UID.
+    #[arg(long, env = "SIGNER_SHARDING_POD_UID", default_value = "")]
+    sharding_pod_uid: String,
+    /// (Work sharding) The application name that disambiguates Leases.
+    #[arg(long, env = "SIGNER_SHARDING_APPLICATION_NAME", default_value = "")]
+    sharding_application_name: String,
+    /// Run the service-dns signer.
+    #[arg(long, env = "SIGNER_ENABLE_SERVICE_DNS_SIGNER", num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set, default_value_t = false)]
+    enable_service_dns_signer: bool,
+    /// File with the service-dns signer's CA pool JSON.
+    #[arg(long, env = "SIGNER_SERVICE_DNS_CA_POOL")]
+    service_dns_ca_pool: Option<PathBuf>,
+    /// Name of the service-dns signer.
+    #[arg(long, env = "SIGNER_SERVICE_DNS_SIGNER_NAME", default_value = signer::SERVICE_DNS_SIGNER_NAME)]
+    service_dns_signer_name: String,
+    /// Run the spiffe signer.
+    #[arg(long, env = "SIGNER_ENABLE_SPIFFE_SIGNER", num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set, default_value_t = false)]
+    enable_spiffe_signer: bool,
+    /// The SPIFFE trust domain of issued certificates (required with the spiffe signer).
+    #[arg(long, env = "SIGNER_SPIFFE_TRUST_DOMAIN")]
+    spiffe_trust_domain: Option<String>,
+    /// File with the spiffe signer's CA pool JSON.
+    #[arg(long, env = "SIGNER_SPIFFE_CA_POOL")]
+    spiffe_ca_pool: Option<PathBuf>,
+    /// Name of the spiffe signer.
+    #[arg(long, env = "SIGNER_SPIFFE_SIGNER_NAME", default_value = signer::SPIFFE_SIGNER_NAME)]
+    spiffe_signer_name: String,
+    /// Address of the plain-HTTP admin endpoint (/metrics, /readyz, /livez); "off" serves none.
+    #[arg(long, env = "SIGNER_ADMIN_LISTEN", default_value = "0.0.0.0:9090")]
+    admin_listen: String,
+    /// How often the CA pool files are re-read even without a change event.
+    #[arg(long, env = "SIGNER_POOL_RELOAD_PERIOD", default_value = "30s", value_parser = humantime::parse_duration)]
+    pool_reload_period: Duration,
+    /// Requests reconciled concurrently per signer.
+    #[arg(long, env = "SIGNER_CONCURRENCY", default_value_t = 16)]
+    concurrency: u16,
+}
+
+fn main() -> ExitCode {
+    // One process-wide rustls provider (aws-lc-rs) for the Kubernetes client.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let result = match cli.command {
+        Command::MakeCaPoolSecret(args) => make_ca_pool_secret(&args),
+        Command::SetSigningCa(args) => set_signing_ca(&args),
+        Command::Controller(args) => controller(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "signer failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn make_ca_pool_secret(args: &MakeCaPoolSecret) -> anyhow::Result<()> {
+    let validity = Duration::from_secs(u64::from(args.ca_validity_days) * 24 * 3600);
+    let ca = generate_ca(&args.ca_id, args.key_type, SystemTime::now(), validity)?;
+    let Some(path) = &args.out_file else {
+        return runtime()?.block_on(async {
+            let client = client(args.kubeconfig.as_deref(), false).await?;
+            let pool = update_pool_secret(&client, &args.namespace, &args.name, move |existing| {
+                match existing {
+                    None => Ok(CaPool::single(ca)),
+                    Some(mut pool) if args.append => {
+                        pool.append(ca)?;
+                        Ok(pool)
+                    }
+                    Some(_) => bail!(
+                        "Secret {}/{} already exists; pass --append to add CA {:?} to its pool for rotation",
+                        args.namespace,
+                        args.name,
+                        args.ca_id
+                    ),
+                }
+            })
+            .await?;
+            tracing::info!(
+                secret = %format!("{}/{}", args.namespace, args.name),
+                ca_id = %args.ca_id,
+                key_type = %args.key_type,
+                cas = pool.cas().len(),
+                signing_ca = %pool.signing_ca().id(),
+                "wrote CA pool Secret"
+            );
+            Ok(())
+        });
+    };
+    let pool = match std::fs::read(path) {
+        Ok(existing) if args.append => {
+            let mut pool = CaPool::from_json(&existing)
+                .with_context(|| format!("reading the existing pool {}", path.display()))?;
+            pool.append(ca)?;
+            pool
+        }
+        Ok(_) => bail!(
+            "{} already exists; pass --append to add CA {:?} to its pool for rotation",
+            path.display(),
+            args.ca_id
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => CaPool::single(ca),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    write_atomically(path, &pool.to_json())?;
+    tracing::info!(
+        path = %path.display(),
+        ca_id = %args.ca_id,
+        key_type = %args.key_type,
+        cas = pool.cas().len(),
+        signing_ca = %pool.signing_ca().id(),
+        "wrote CA pool"
+    );
+    Ok(())
+}
+
+/// Writes `bytes` to a temporary file next to `path` (mode 0600) and renames it over `path`.
+fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let file_name = path
+        .file_name()
+        .with_context(|| format!("{} names no file", path.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        file_name.to_string_lossy(),
+        std::process::id()
+    ));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let written = (|| -> std::io::Result<()> {
+        let mut f = options.open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written.with_context(|| format!("writing {}", path.display()))
+}
+
+fn set_signing_ca(args: &SetSigningCa) -> anyhow::Result<()> {
+    if let Some(path) = &args.out_file {
+        let mut pool = load_pool(path)?;
+        pool.set_signing_ca(&args.ca_id)?;
+        write_atomically(path, &pool.to_json())?;
+        tracing::info!(path = %path.display(), signing_ca = %args.ca_id, "set the signing CA");
+        return Ok(());
+    }
+    runtime()?.block_on(async {
+        let client = client(args.kubeconfig.as_deref(), false).await?;
+        update_pool_secret(&client, &args.namespace, &args.name, |existing| {
+            let Some(mut pool) = existing else {
+                bail!("Secret {}/{} does not exist", args.namespace, args.name);
+            };
+            pool.set_signing_ca(&args.ca_id)?;
+            Ok(pool)
+        })
+        .await?;
+        tracing::info!(secret = %format!("{}/{}", args.namespace, args.name), signing_ca = %args.ca_id, "set the signing CA");
+        Ok(())
+    })
+}
+
+/// Reads the pool Secret (if any), lets `change` compute the new pool, and writes it back:
+/// create if absent, replace with the read resourceVersion if present (a concurrent
+/// change makes the write fail with a conflict instead of losing a CA).
+async fn update_pool_secret(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    change: impl FnOnce(Option<CaPool>) -> anyhow::Result<CaPool>,
+) -> anyhow::Result<CaPool> {
+    use k8s_openapi::api::core::v1::Secret;
+    use k8s_openapi::ByteString;
+    use kube::api::PostParams;
+
+    let secrets: kube::Api<Secret> = kube::Api::namespaced(client.clone(), namespace);
+    let existing = secrets
+        .get_opt(name)
+        .await
+        .with_context(|| format!("reading Secret {namespace}/{name}"))?;
+    let existing_pool = match &existing {
+        None => None,
+        Some(secret) => {
+            let bytes = secret
+                .data
+                .as_ref()
+                .and_then(|d| d.get(POOL_KEY))
+                .with_context(|| format!("Secret {namespace}/{name} has no key {POOL_KEY:?}"))?;
+            Some(
+                CaPool::from_json(&bytes.0)
+                    .with_context(|| format!("Secret {namespace}/{name} key {POOL_KEY:?}"))?,
+            )
+        }
+    };
+    let pool = change(existing_pool)?;
+    let data = [(POOL_KEY.to_string(), ByteString(pool.to_json()))].into();
+    match existing {
+        None => {
+            let secret = Secret {
+                metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                    name: Some(name.to_string()),
+                    namespace: Some(namespace.to_string()),
+                    ..Default::default()
+                },
+                type_: Some("Opaque".into()),
+                data: Some(data),
+                ..Default::default()
+            };
+            secrets
+                .create(&PostParams::default(), &secret)
+                .await
+                .with_context(|| format!("creating Secret {namespace}/{name}"))?;
+        }
+        Some(mut secret) => {
+            secret.data = Some(data);
+            secret.metadata.managed_fields = None;
+            secrets
+                .replace(name, &PostParams::default(), &secret)
+                .await
+                .with_context(|| format!("updating Secret {namespace}/{name}"))?;
+        }
+    }
+    Ok(pool)
+}
+
+/// The Secret data key of the pool JSON (as meshtool).
+const POOL_KEY: &str = "pool";
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// A client from `--in-cluster`, `--kubeconfig PATH`, or the usual inference
+/// ($KUBECONFIG, ~/.kube/config, in-cluster).
+async fn client(kubeconfig: Option<&Path>, in_cluster: bool) -> anyhow::Result<kube::Client> {
+    let config = if in_cluster {
+        kube::Config::incluster().context("in-cluster configuration")?
+    } else if let Some(path) = kubeconfig {
+        let kc = kube::config::Kubeconfig::read_from(path)
+            .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            .await
+            .with_context(|| format!("kubeconfig {}", path.display()))?
+    } else {
+        kube::Config::infer()
+            .await
+            .context("no --kubeconfig, $KUBECONFIG, ~/.kube/config or in-cluster configuration")?
+    };
+    kube::Client::try_from(config).context("building the Kubernetes client")
+}
+
+fn controller(args: &Controller) -> anyhow::Result<()> {
+    use signer::controller::{ControllerConfig, ShardingConfig, SignerSetup};
+
+    if !args.enable_service_dns_signer && !args.enable_spiffe_signer {
+        bail!(
+            "enable at least one signer: --enable-service-dns-signer and/or --enable-spiffe-signer"
+        );
+    }
+    let mut signers = Vec::new();
+    if args.enable_service_dns_signer {
+        let path = args
+            .service_dns_ca_pool
+            .as_deref()
+            .context("--service-dns-ca-pool must be set with --enable-service-dns-signer")?;
+        signers.push(SignerSetup {
+            config: SignerConfig::service_dns().with_name(&args.service_dns_signer_name),
+            pool_file: path.to_path_buf(),
+        });
+    }
+    if args.enable_spiffe_signer {
+        let td = args
+            .spiffe_trust_domain
+            .as_deref()
+            .context("--spiffe-trust-domain must be set with --enable-spiffe-signer")?;
+        let td = parse_trust_domain(td)?;
+        let path = args
+            .spiffe_ca_pool
+            .as_deref()
+            .context("--spiffe-ca-pool must be set with --enable-spiffe-signer")?;
+        signers.push(SignerSetup {
+            config: SignerConfig::spiffe(td).with_name(&args.spiffe_signer_name),
+            pool_file: path.to_path_buf(),
+        });
+    }
+    if signers.len() == 2 && signers[0].config.name == signers[1].config.name {
+        bail!(
+            "the two signers have the same name {:?}",
+            signers[0].config.name
+        );
+    }
+    for setup in &signers {
+        // A missing pool is not fatal (the Secret may be created later; the controller
+        // stays unready), but it is reported clearly now.
+        if let Err(error) = load_pool(&setup.pool_file) {
+            tracing::error!(signer = %setup.config.name, error = format!("{error:#}"), "CA pool not loadable at start-up; not ready until it is");
+        }
+    }
+    let sharding_fields = [
+        &args.sharding_pod_namespace,
+        &args.sharding_pod_name,
+        &args.sharding_application_name,
+    ];
+    let sharding = if sharding_fields.iter().all(|f| f.is_empty()) {
+        None
+    } else if sharding_fields.iter().any(|f| f.is_empty()) {
+        bail!("--sharding-pod-namespace, --sharding-pod-name and --sharding-application-name must be set together (--sharding-pod-uid too, for the Lease's owner reference)");
+    } else {
+        Some(ShardingConfig {
+            namespace: args.sharding_pod_namespace.clone(),
+            pod_name: args.sharding_pod_name.clone(),
+            pod_uid: args.sharding_pod_uid.clone(),
+            application: args.sharding_application_name.clone(),
+        })
+    };
+    let admin_listen = match args.admin_listen.as_str() {
+        "off" | "" => None,
+        addr => Some(
+            addr.parse()
+                .with_context(|| format!("--admin-listen {addr:?} is not an address:port"))?,
+        ),
+    };
+    let config = ControllerConfig {
+        signers,
+        sharding,
+        admin_listen,
+        pool_reload_period: args.pool_reload_period,
+        concurrency: args.concurrency.max(1),
+        reporter: "podtls-signer".into(),
+    };
+    runtime()?.block_on(async {
+        let client = client(args.kubeconfig.as_deref(), args.in_cluster).await?;
+        signer::controller::run(client, config).await?;
+        Ok(())
+    })
+}
+fn load_pool(path: &Path) -> anyhow::Result<CaPool> {
+    let bytes =
+        std::fs::read(path).with_context(|| format!("reading CA pool {}", path.display()))?;
+    CaPool::from_json(&bytes).with_context(|| format!("CA pool {}", path.display()))
+}

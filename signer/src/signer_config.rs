@@ -1,0 +1,139 @@
+//! Which signer this is and what it accepts.
+
+use std::time::Duration;
+
+use spiffe::TrustDomain;
+
+use crate::{Error, KeyType};
+
+/// The default name of the service-dns signer.
+pub const SERVICE_DNS_SIGNER_NAME: &str = "row-major.net/service-dns";
+/// The default name of the spiffe signer.
+pub const SPIFFE_SIGNER_NAME: &str = "row-major.net/spiffe";
+
+/// What a signer puts into a certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignerKind {
+    /// One DNS SAN `<service>.<namespace>.svc` per Service selecting the pod; empty Subject.
+    ServiceDns,
+    /// Exactly one URI SAN `spiffe://<trust domain>/ns/<namespace>/sa/<service account>`.
+    Spiffe {
+        /// The trust domain of every issued SPIFFE ID.
+        trust_domain: TrustDomain,
+    },
+}
+
+/// The configuration of one signer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignerConfig {
+    /// The signer name requests must carry in `spec.signerName`.
+    pub name: String,
+    /// What the signer issues.
+    pub kind: SignerKind,
+    /// Requester key types the signer accepts; others are denied with `UnsupportedKeyType`.
+    pub allowed_key_types: Vec<KeyType>,
+    /// The longest lifetime issued, whatever `spec.maxExpirationSeconds` allows (24 h).
+    pub max_lifetime: Duration,
+    /// How long after a request's creation a missing pod or Service is waited for
+    /// (pending, retried) before the request is denied.
+    pub grace_period: Duration,
+}
+
+/// The default lifetime ceiling: 24 hours, as the original signers.
+pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+/// The default grace period for a missing pod or Service: 10 minutes.
+pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(10 * 60);
+
+impl SignerConfig {
+    /// `row-major.net/service-dns` with every key type allowed.
+    pub fn service_dns() -> SignerConfig {
+        SignerConfig {
+            name: SERVICE_DNS_SIGNER_NAME.to_string(),
+            kind: SignerKind::ServiceDns,
+            allowed_key_types: KeyType::ALL.to_vec(),
+            max_lifetime: DEFAULT_MAX_LIFETIME,
+            grace_period: DEFAULT_GRACE_PERIOD,
+        }
+    }
+
+    /// `row-major.net/spiffe` in `trust_domain` with every key type allowed.
+    pub fn spiffe(trust_domain: TrustDomain) -> SignerConfig {
+        SignerConfig {
+            name: SPIFFE_SIGNER_NAME.to_string(),
+            kind: SignerKind::Spiffe { trust_domain },
+            allowed_key_types: KeyType::ALL.to_vec(),
+            max_lifetime: DEFAULT_MAX_LIFETIME,
+            grace_period: DEFAULT_GRACE_PERIOD,
+        }
+    }
+
+    /// Replaces the signer name.
+    pub fn with_name(mut self, name: impl Into<String>) -> SignerConfig {
+        self.name = name.into();
+        self
+    }
+
+    /// Replaces the accepted key types.
+    pub fn with_allowed_key_types(mut self, types: impl Into<Vec<KeyType>>) -> SignerConfig {
+        self.allowed_key_types = types.into();
+        self
+    }
+}
+
+/// Parses a `--spiffe-trust-domain` value strictly: a bare, lowercase trust domain name
+/// (`cluster.local`), not a `spiffe://` URI and not mixed case, so that the configured
+/// string is exactly the one that appears in certificates and bundle labels.
+pub fn parse_trust_domain(given: &str) -> Result<TrustDomain, Error> {
+    let invalid = |reason: String| Error::InvalidTrustDomain {
+        given: given.to_string(),
+        reason,
+    };
+    if given.contains(':') || given.contains('/') {
+        return Err(invalid(
+            "give the bare trust domain name (e.g. cluster.local), not a URI or path".into(),
+        ));
+    }
+    let td = TrustDomain::new(given).map_err(|e| invalid(e.to_string()))?;
+    if td.as_str() != given {
+        return Err(invalid(format!(
+            "trust domain names are lowercase; did you mean {:?}?",
+            td.as_str()
+        )));
+    }
+    Ok(td)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_a_lowercase_dns_like_trust_domain() {
+        assert_eq!(
+            parse_trust_domain("cluster.local").unwrap().as_str(),
+            "cluster.local"
+        );
+    }
+
+    #[test]
+    fn rejects_invalid_trust_domains_with_a_reason() {
+        for bad in [
+            "",
+            "Cluster.Local",
+            "spiffe://cluster.local",
+            "a/b",
+            "has space",
+            "ünï",
+        ] {
+            let err = parse_trust_domain(bad).unwrap_err();
+            assert!(
+                matches!(err, Error::InvalidTrustDomain { .. }),
+                "{bad:?}: {err}"
+            );
+            assert!(
+                err.to_string().contains("invalid SPIFFE trust domain"),
+                "{err}"
+            );
+        }
+    }
+}
