@@ -36,6 +36,7 @@ func main() {
 	audit := flag.Bool("audit-log", false, "write a Metadata-level audit log of every request to <state-dir>/audit.log (e.g. to count API requests per client)")
 	tmpfs := flag.Bool("tmpfs", false, "back projected volumes with tmpfs like kubelet (needs root; default: plain directories)")
 	klog.InitFlags(nil)
+	flag.DurationVar(&objectCacheTTL, "object-cache-ttl", objectCacheTTL, "how long Secrets and ConfigMaps for projected volumes are cached (kubelet's \"Cache\" strategy)")
 	flag.Parse()
 
 	if *stateDir == "" {

@@ -119,8 +119,10 @@ func (h *volumeHost) GetNodeAllocatable() (v1.ResourceList, error) { return v1.R
 // Secrets and ConfigMaps: kubelet serves them from its secret/configmap
 // managers; this mirrors the manager's "Cache" change-detection strategy (a
 // TTL cache in front of GETs made as the node, so the Node authorizer applies
-// the same per-pod restrictions), with a 30s TTL.
-const objectCacheTTL = 30 * time.Second
+// the same per-pod restrictions), with a TTL: 30s by default (kubelet's
+// default for its "Cache" strategy is node-status-update-frequency-based,
+// about a minute), --object-cache-ttl to shorten it in tests.
+var objectCacheTTL = 30 * time.Second
 
 type cachedObject struct {
 	obj     any

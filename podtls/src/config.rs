@@ -1,6 +1,7 @@
 //! Builders for the common rustls configurations.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use rustls::{ClientConfig, ServerConfig, ServerConnection};
 use rustls_pki_types::UnixTime;
@@ -70,7 +71,8 @@ pub struct ServerTlsBuilder {
     credentials: Store<Credentials>,
     client_auth: Option<ClientAuth>,
     alpn: Vec<Vec<u8>>,
-    resumption: bool,
+    /// `Some(quiet period)` when resumption is on.
+    resumption: Option<Duration>,
 }
 
 impl ServerTls {
@@ -80,7 +82,7 @@ impl ServerTls {
             credentials,
             client_auth: None,
             alpn: Vec::new(),
-            resumption: true,
+            resumption: Some(crate::session::QUIET_PERIOD),
         }
     }
 
@@ -143,9 +145,20 @@ impl ServerTlsBuilder {
     }
 
     /// Enables (default) or disables session resumption. When enabled,
-    /// sessions are tied to the trust-bundle generation (see [`crate::session`]).
+    /// sessions are tied to the generation of the trust bundles and
+    /// credentials in use (see [`crate::session`]).
     pub fn resumption(mut self, enabled: bool) -> Self {
-        self.resumption = enabled;
+        self.resumption = enabled.then_some(crate::session::QUIET_PERIOD);
+        self
+    }
+
+    /// Enables resumption with a quiet period other than the default
+    /// [`QUIET_PERIOD`](crate::session::QUIET_PERIOD): for that long after a
+    /// rotation no new session is cached. It must be at least the handshake
+    /// deadline (sessions of handshakes begun before a rotation must not be
+    /// cached after it).
+    pub fn resumption_quiet_period(mut self, quiet: Duration) -> Self {
+        self.resumption = Some(quiet);
         self
     }
 
@@ -176,13 +189,14 @@ impl ServerTlsBuilder {
         let mut config =
             builder.with_cert_resolver(Arc::new(CredentialResolver::new(self.credentials)));
         config.alpn_protocols = self.alpn;
-        if self.resumption {
+        if let Some(quiet) = self.resumption {
             let bundles = self.client_auth.as_ref().map(|a| a.bundles.clone());
             config.session_storage = Arc::new(GenerationalServerSessions::new(
                 SESSION_CACHE_SIZE,
                 Arc::new(move || {
                     bundles.as_ref().map_or(0, SpiffeBundles::generation) + credentials.generation()
                 }),
+                quiet,
             ));
         } else {
             config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
@@ -212,7 +226,8 @@ pub struct ClientTlsBuilder {
     server_auth: ServerAuth,
     credentials: Option<Store<Credentials>>,
     alpn: Vec<Vec<u8>>,
-    resumption: bool,
+    /// `Some(quiet period)` when resumption is on.
+    resumption: Option<Duration>,
 }
 
 /// Client-side configuration entry point.
@@ -225,7 +240,7 @@ impl ClientTls {
             server_auth,
             credentials: None,
             alpn: Vec::new(),
-            resumption: true,
+            resumption: Some(crate::session::QUIET_PERIOD),
         }
     }
 }
@@ -244,10 +259,19 @@ impl ClientTlsBuilder {
         self
     }
 
-    /// Enables (default) or disables session resumption (tied to the trust
-    /// generation when enabled).
+    /// Enables (default) or disables session resumption (tied to the
+    /// generation of the trust bundles and credentials in use when enabled).
     pub fn resumption(mut self, enabled: bool) -> Self {
-        self.resumption = enabled;
+        self.resumption = enabled.then_some(crate::session::QUIET_PERIOD);
+        self
+    }
+
+    /// Enables resumption with a quiet period other than the default
+    /// [`QUIET_PERIOD`](crate::session::QUIET_PERIOD): for that long after a
+    /// rotation no new session is cached. It must be at least the longest
+    /// handshake.
+    pub fn resumption_quiet_period(mut self, quiet: Duration) -> Self {
+        self.resumption = Some(quiet);
         self
     }
 
@@ -294,13 +318,11 @@ impl ClientTlsBuilder {
             generation = Arc::new(move || trust() + creds.generation());
         }
         config.alpn_protocols = self.alpn;
-        config.resumption = if self.resumption {
-            rustls::client::Resumption::store(Arc::new(GenerationalClientSessions::new(
-                SESSION_CACHE_SIZE,
-                generation,
-            )))
-        } else {
-            rustls::client::Resumption::disabled()
+        config.resumption = match self.resumption {
+            Some(quiet) => rustls::client::Resumption::store(Arc::new(
+                GenerationalClientSessions::new(SESSION_CACHE_SIZE, generation, quiet),
+            )),
+            None => rustls::client::Resumption::disabled(),
         };
         Ok(Arc::new(config))
     }

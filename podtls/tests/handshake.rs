@@ -247,6 +247,19 @@ async fn server_without_credentials_fails_closed() {
     srv2.stop().await;
 }
 
+/// Once the quiet period after a rotation is over, sessions are cached (and
+/// resumed) again: connects until one resumes, up to a deadline.
+async fn resumes_again(addr: std::net::SocketAddr, cfg: &Arc<rustls::ClientConfig>) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if connect(addr, cfg.clone(), "server").await.unwrap().resumed {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "never resumed again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn resumption_is_cut_off_when_trust_or_credentials_change() {
     let ca = CertAuthority::new("ca");
@@ -264,11 +277,15 @@ async fn resumption_is_cut_off_when_trust_or_credentials_change() {
             .unwrap()
     };
     let (server_pod, client_pod) = (pod(&server_vol), pod(&client_vol));
+    // Local handshakes take milliseconds: a short quiet period after each
+    // rotation (no session cached) keeps the test quick.
+    let quiet = Duration::from_millis(300);
     let tls = ServerTls::builder(server_pod.credentials().unwrap().clone())
         .client_auth(ClientAuth::required(
             server_pod.spiffe_bundles().clone(),
             Authorizer::any(),
         ))
+        .resumption_quiet_period(quiet)
         .build()
         .unwrap();
     let srv = TestServer::start_with(tls, describe_full).await;
@@ -277,6 +294,7 @@ async fn resumption_is_cut_off_when_trust_or_credentials_change() {
         Authorizer::any(),
     ))
     .client_credentials(client_pod.credentials().unwrap().clone())
+    .resumption_quiet_period(quiet)
     .build()
     .unwrap();
     let first = connect(srv.addr, cfg.clone(), "server").await.unwrap();
@@ -295,12 +313,7 @@ async fn resumption_is_cut_off_when_trust_or_credentials_change() {
             .unwrap()
             .resumed
     );
-    assert!(
-        connect(srv.addr, cfg.clone(), "server")
-            .await
-            .unwrap()
-            .resumed
-    );
+    resumes_again(srv.addr, &cfg).await;
 
     // The client's certificate rotates: the next connection presents it.
     let new_client = spiffe_leaf(&ca, "/ns/c/sa/client");
@@ -312,12 +325,7 @@ async fn resumption_is_cut_off_when_trust_or_credentials_change() {
     assert!(seen.line.ends_with(&new_client.serial), "{}", seen.line);
 
     // The server's certificate rotates: clients get a full handshake with it.
-    assert!(
-        connect(srv.addr, cfg.clone(), "server")
-            .await
-            .unwrap()
-            .resumed
-    );
+    resumes_again(srv.addr, &cfg).await;
     let new_server = spiffe_leaf(&ca, "/ns/s/sa/server");
     server_vol.write_creds(&new_server);
     let creds = server_pod.credentials().unwrap().clone();

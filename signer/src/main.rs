@@ -142,6 +142,10 @@ struct Controller {
     /// Name of the service-dns signer.
     #[arg(long, env = "SIGNER_SERVICE_DNS_SIGNER_NAME", default_value = signer::SERVICE_DNS_SIGNER_NAME)]
     service_dns_signer_name: String,
+    /// Key types the service-dns signer accepts (comma-separated; default: all six). A
+    /// request for another type is denied with reason UnsupportedKeyType.
+    #[arg(long, env = "SIGNER_SERVICE_DNS_KEY_TYPES", value_delimiter = ',')]
+    service_dns_key_types: Vec<KeyType>,
     /// Run the spiffe signer.
     #[arg(long, env = "SIGNER_ENABLE_SPIFFE_SIGNER", num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set, default_value_t = false)]
     enable_spiffe_signer: bool,
@@ -154,6 +158,10 @@ struct Controller {
     /// Name of the spiffe signer.
     #[arg(long, env = "SIGNER_SPIFFE_SIGNER_NAME", default_value = signer::SPIFFE_SIGNER_NAME)]
     spiffe_signer_name: String,
+    /// Key types the spiffe signer accepts (comma-separated; default: all six). A request
+    /// for another type is denied with reason UnsupportedKeyType.
+    #[arg(long, env = "SIGNER_SPIFFE_KEY_TYPES", value_delimiter = ',')]
+    spiffe_key_types: Vec<KeyType>,
     /// Address of the plain-HTTP admin endpoint (/metrics, /readyz, /livez); "off" serves none.
     #[arg(long, env = "SIGNER_ADMIN_LISTEN", default_value = "0.0.0.0:9090")]
     admin_listen: String,
@@ -419,7 +427,10 @@ fn controller(args: &Controller) -> anyhow::Result<()> {
             .as_deref()
             .context("--service-dns-ca-pool must be set with --enable-service-dns-signer")?;
         signers.push(SignerSetup {
-            config: SignerConfig::service_dns().with_name(&args.service_dns_signer_name),
+            config: with_key_types(
+                SignerConfig::service_dns().with_name(&args.service_dns_signer_name),
+                &args.service_dns_key_types,
+            ),
             pool_file: path.to_path_buf(),
         });
     }
@@ -434,7 +445,10 @@ fn controller(args: &Controller) -> anyhow::Result<()> {
             .as_deref()
             .context("--spiffe-ca-pool must be set with --enable-spiffe-signer")?;
         signers.push(SignerSetup {
-            config: SignerConfig::spiffe(td).with_name(&args.spiffe_signer_name),
+            config: with_key_types(
+                SignerConfig::spiffe(td).with_name(&args.spiffe_signer_name),
+                &args.spiffe_key_types,
+            ),
             pool_file: path.to_path_buf(),
         });
     }
@@ -489,6 +503,15 @@ fn controller(args: &Controller) -> anyhow::Result<()> {
         Ok(())
     })
 }
+/// `config` restricted to `types`, or unchanged (every type) when none are given.
+fn with_key_types(config: SignerConfig, types: &[KeyType]) -> SignerConfig {
+    if types.is_empty() {
+        config
+    } else {
+        config.with_allowed_key_types(types.to_vec())
+    }
+}
+
 fn load_pool(path: &Path) -> anyhow::Result<CaPool> {
     let bytes =
         std::fs::read(path).with_context(|| format!("reading CA pool {}", path.display()))?;
