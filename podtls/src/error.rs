@@ -169,6 +169,15 @@ pub enum Error {
         reason: crate::SpiffeIdError,
     },
 
+    /// The application's parser rejected a watched file ([`crate::FileWatch`]).
+    #[error("{origin}: {detail}")]
+    Rejected {
+        /// The file.
+        origin: Origin,
+        /// What the parser reported.
+        detail: String,
+    },
+
     /// The file watcher could not be set up.
     #[error("cannot watch {path}: {detail}")]
     Watch {

@@ -59,6 +59,7 @@ mod cert_info;
 mod config;
 mod credentials;
 mod error;
+mod file_watch;
 mod pem;
 mod pod_tls;
 mod resolver;
@@ -86,6 +87,7 @@ pub use crate::config::{
 };
 pub use crate::credentials::{provider, Credentials, LeafKind};
 pub use crate::error::{Error, Origin};
+pub use crate::file_watch::FileWatch;
 pub use crate::pod_tls::{PodTls, PodTlsBuilder};
 pub use crate::resolver::CredentialResolver;
 pub use crate::serve::{serve, Accepted, ServeOptions, ServeStats};

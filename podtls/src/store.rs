@@ -47,6 +47,9 @@ pub enum Summary {
         /// Distinct CA certificates.
         authorities: usize,
     },
+    /// Material of the application's own kind ([`crate::FileWatch`]),
+    /// described in a loggable line (never key material).
+    Other(String),
 }
 
 /// How the current material is doing.

@@ -168,6 +168,9 @@ fn log_published(name: &str, summary: &Summary) {
         Summary::TrustBundle { authorities } => {
             tracing::info!(source = %name, authorities, "podtls: loaded trust bundle")
         }
+        Summary::Other(description) => {
+            tracing::info!(source = %name, %description, "podtls: loaded")
+        }
     }
 }
 

@@ -458,13 +458,8 @@ fn controller(args: &Controller) -> anyhow::Result<()> {
             signers[0].config.name
         );
     }
-    for setup in &signers {
-        // A missing pool is not fatal (the Secret may be created later; the controller
-        // stays unready), but it is reported clearly now.
-        if let Err(error) = load_pool(&setup.pool_file) {
-            tracing::error!(signer = %setup.config.name, error = format!("{error:#}"), "CA pool not loadable at start-up; not ready until it is");
-        }
-    }
+    // A missing or malformed pool is not fatal (the Secret may be created later): the
+    // pool watcher reports it, naming the file, and the controller stays unready.
     let sharding_fields = [
         &args.sharding_pod_namespace,
         &args.sharding_pod_name,

@@ -88,6 +88,15 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The CA pool file's watcher could not start.
+    #[error("watching the CA pool {path}: {source}")]
+    WatchPool {
+        /// The pool file.
+        path: std::path::PathBuf,
+        /// podtls' watcher error.
+        #[source]
+        source: podtls::Error,
+    },
     /// A watch cache never became ready.
     #[error("the {what} watch cache stopped before it was ready")]
     CacheNotReady {
@@ -101,7 +110,7 @@ impl Error {
     pub fn step(&self) -> &'static str {
         match self {
             Error::Discovery { .. } | Error::NotServed => "discovery",
-            Error::PoolUnavailable { .. } => "ca_pool",
+            Error::PoolUnavailable { .. } | Error::WatchPool { .. } => "ca_pool",
             Error::Issue { .. } => "issue",
             Error::WriteStatus { .. } => "write_status",
             Error::Reread { .. } => "reread_after_conflict",

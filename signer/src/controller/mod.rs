@@ -30,9 +30,7 @@ pub use api_types::{
 pub use discovery::{discover, pick as pick_served_apis, ServedApis};
 pub use error::Error;
 pub use metrics::Metrics;
-pub use pool_watch::{
-    reload as reload_pool, spawn as watch_pool, PoolState, DEFAULT_RELOAD_PERIOD,
-};
+pub use pool_watch::{spawn as watch_pool, PoolState, DEFAULT_RELOAD_PERIOD};
 pub use reconcile::{
     error_policy, reconcile, service_info, snapshot, Clock, Context, API_ERROR_RETRY,
     PENDING_RECHECK, SIGNER_ERROR_RETRY,

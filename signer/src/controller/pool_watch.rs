@@ -1,24 +1,21 @@
-//! The CA pool file (projected from a Secret's `pool` key), hot-reloaded.
+//! The CA pool file (projected from a Secret's `pool` key), hot-reloaded with podtls'
+//! file watcher ([`podtls::FileWatch`]): the same machinery that reloads pod
+//! credentials, so kubelet's `..data` swap, a replaced directory, a missed event (the
+//! periodic re-read) and a half-written file (a second look before an error is
+//! reported) are handled once, in one place. An unchanged file is a no-op; a pool that
+//! does not parse, or a file that is gone, keeps the last good pool and records why;
+//! before the first good load there is no pool and the controller is not ready (fails
+//! closed).
 //!
-//! One task owns the state: it re-reads the file when anything in its directory changes
-//! (kubelet's atomic writer swaps the `..data` symlink, which shows up as events on the
-//! volume directory, not on the file) and periodically in case an event was missed. A
-//! re-read whose bytes hash (SHA-256) like the last one is a no-op. A pool that does not
-//! parse, or a file that is gone, keeps the last good pool and records why; before the
-//! first good load there is no pool and the controller is not ready (fails closed).
-//!
-//! This is the only module of the signer that touches the file system. (podtls has the
-//! same machinery for PEM files in its private `watcher` module; a public
-//! `podtls::watch_file(path, period) -> watch::Receiver<Arc<[u8]>>` would let this module
-//! be replaced by a call.)
+//! This module adapts the watched store to what the controller reads: a
+//! `watch::Receiver<PoolState>`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use notify::{RecursiveMode, Watcher as _};
-use sha2::{Digest as _, Sha256};
-use tokio::sync::{mpsc, watch};
+use podtls::{FileWatch, Material, ReloadTiming, Store, Summary};
+use tokio::sync::watch;
 
 use crate::CaPool;
 
@@ -32,8 +29,6 @@ pub struct PoolState {
     pub path: PathBuf,
     /// The last pool that parsed, if any.
     pub pool: Option<Arc<CaPool>>,
-    /// SHA-256 of the bytes of `pool`.
-    pub sha256: Option<[u8; 32]>,
     /// Why the last read did not produce a pool (the pool above, if any, is older).
     pub last_error: Option<String>,
     /// Incremented each time a new pool is published.
@@ -51,129 +46,72 @@ impl PoolState {
 
     /// A state holding `pool` (for tests and fixed configurations).
     pub fn fixed(path: impl Into<PathBuf>, pool: CaPool) -> PoolState {
-        let sha = Sha256::digest(pool.to_json()).into();
         PoolState {
             path: path.into(),
             pool: Some(Arc::new(pool)),
-            sha256: Some(sha),
             last_error: None,
             generation: 1,
         }
     }
-}
 
-/// Reads the file once and returns the next state: a new pool if the bytes changed and
-/// parse, the same pool (and no error) if the bytes are unchanged, or the previous pool
-/// with `last_error` set if the file is missing, unreadable or malformed.
-pub fn reload(previous: &PoolState) -> PoolState {
-    let path = &previous.path;
-    let mut next = previous.clone();
-    let bytes = match std::fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(e) => {
-            next.last_error = Some(if e.kind() == std::io::ErrorKind::NotFound {
-                format!(
-                    "CA pool file {} does not exist (is the Secret mounted?)",
-                    path.display()
-                )
-            } else {
-                format!("reading CA pool file {}: {e}", path.display())
-            });
-            return next;
-        }
-    };
-    let sha: [u8; 32] = Sha256::digest(&bytes).into();
-    if previous.sha256 == Some(sha) && previous.pool.is_some() {
-        next.last_error = None;
-        return next;
-    }
-    match CaPool::from_json(&bytes) {
-        Ok(pool) => {
-            next.pool = Some(Arc::new(pool));
-            next.sha256 = Some(sha);
-            next.last_error = None;
-            next.generation += 1;
-        }
-        Err(e) => {
-            next.last_error = Some(format!("CA pool file {}: {e}", path.display()));
+    /// The state of a watched store.
+    fn of(path: &Path, store: &Store<CaPool>) -> PoolState {
+        let status = store.status();
+        PoolState {
+            path: path.to_path_buf(),
+            pool: store.current(),
+            last_error: status.last_error.map(|e| e.to_string()),
+            generation: status.generation,
         }
     }
-    next
 }
 
-/// Loads the pool once and starts the task that keeps it current. The returned receiver
-/// always holds the latest state; the task ends when every receiver is dropped.
-pub fn spawn(path: &Path, period: Duration) -> watch::Receiver<PoolState> {
-    let first = reload(&PoolState::empty(path));
-    log_state(&PoolState::empty(path), &first);
-    let (tx, rx) = watch::channel(first);
-    let (event_tx, mut event_rx) = mpsc::unbounded_channel::<()>();
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .to_path_buf();
-    let watcher = notify::recommended_watcher(move |_event: notify::Result<notify::Event>| {
-        let _ = event_tx.send(());
-    })
-    .and_then(|mut w| w.watch(&dir, RecursiveMode::NonRecursive).map(|()| w));
-    let watcher = match watcher {
-        Ok(w) => Some(w),
-        Err(error) => {
-            tracing::warn!(dir = %dir.display(), %error, "cannot watch the CA pool directory; relying on the periodic re-read");
-            None
-        }
+impl Material for CaPool {
+    fn summary(&self) -> Summary {
+        Summary::Other(format!(
+            "CA pool with {} CA(s), signing with {}",
+            self.cas().len(),
+            self.signing_ca().id()
+        ))
+    }
+}
+
+/// Loads the pool once and starts watching it; the returned receiver always holds the
+/// latest state, and the watch stops when every receiver is dropped.
+///
+/// # Errors
+/// [`podtls::Error::Watch`] when the watcher cannot start (a missing or malformed file is
+/// not an error here: it shows in [`PoolState::last_error`]).
+pub fn spawn(path: &Path, period: Duration) -> Result<watch::Receiver<PoolState>, podtls::Error> {
+    let timing = ReloadTiming {
+        poll_interval: period,
+        ..ReloadTiming::default()
     };
+    let file = FileWatch::start(
+        format!("CA pool {}", path.display()),
+        path,
+        timing,
+        |bytes: &[u8]| CaPool::from_json(bytes),
+    )?;
+    let path = path.to_path_buf();
+    let (tx, rx) = watch::channel(PoolState::of(&path, file.store()));
+    let mut changes = file.store().subscribe();
     tokio::spawn(async move {
-        let _watcher = watcher;
-        let mut tick = tokio::time::interval(period);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = tx.closed() => return,
-                _ = tick.tick() => {}
-                Some(()) = event_rx.recv() => {
-                    // Let the writer finish its swap; coalesce the burst of events.
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    while event_rx.try_recv().is_ok() {}
-                }
+                changed = changes.changed() => if changed.is_err() { return },
             }
-            let previous = tx.borrow().clone();
-            let next = tokio::task::spawn_blocking(move || {
-                let next = reload(&previous);
-                log_state(&previous, &next);
-                next
-            })
-            .await;
-            if let Ok(next) = next {
-                tx.send_if_modified(|state| {
-                    let changed =
-                        state.generation != next.generation || state.last_error != next.last_error;
-                    *state = next;
-                    changed
-                });
-            }
+            let next = PoolState::of(&path, file.store());
+            tx.send_if_modified(|state| {
+                let changed =
+                    state.generation != next.generation || state.last_error != next.last_error;
+                *state = next;
+                changed
+            });
         }
     });
-    rx
-}
-
-fn log_state(previous: &PoolState, next: &PoolState) {
-    let path = next.path.display();
-    if next.generation != previous.generation {
-        if let Some(pool) = &next.pool {
-            tracing::info!(%path, cas = pool.cas().len(), signing_ca = %pool.signing_ca().id(), generation = next.generation, "loaded CA pool");
-        }
-    }
-    if let Some(error) = &next.last_error {
-        if previous.last_error.as_ref() != Some(error) {
-            if next.pool.is_some() {
-                tracing::error!(%path, %error, "CA pool not reloaded; keeping the last good pool");
-            } else {
-                tracing::error!(%path, %error, "no CA pool loaded; the signer is not ready");
-            }
-        }
-    }
+    Ok(rx)
 }
 
 #[cfg(test)]
@@ -194,47 +132,65 @@ mod tests {
         CaPool::single(ca)
     }
 
-    #[test]
-    fn missing_file_is_an_error_naming_the_file_and_no_pool() {
-        let dir = tempfile::tempdir().unwrap();
-        let state = reload(&PoolState::empty(dir.path().join("pool")));
-        assert!(state.pool.is_none());
-        let error = state.last_error.unwrap();
-        assert!(
-            error.contains("does not exist") && error.contains("pool"),
-            "{error}"
-        );
+    /// Waits (up to 10 s) until the state satisfies `ok`.
+    async fn wait_state(
+        rx: &mut watch::Receiver<PoolState>,
+        what: &str,
+        ok: impl Fn(&PoolState) -> bool,
+    ) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !ok(&rx.borrow()) {
+            assert!(Instant::now() < deadline, "{what}: {:?}", rx.borrow());
+            let _ = tokio::time::timeout(Duration::from_secs(1), rx.changed()).await;
+        }
     }
 
-    #[test]
-    fn keeps_last_good_pool_when_new_one_is_truncated() {
+    #[tokio::test]
+    async fn missing_file_is_an_error_naming_the_file_and_no_pool() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pool");
+        let rx = spawn(&path, Duration::from_secs(3600)).unwrap();
+        let state = rx.borrow().clone();
+        assert!(state.pool.is_none());
+        let error = state.last_error.unwrap();
+        assert!(error.contains(&path.display().to_string()), "{error}");
+    }
+
+    #[tokio::test]
+    async fn keeps_last_good_pool_when_new_one_is_truncated() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pool");
         let json = pool("a").to_json();
         std::fs::write(&path, &json).unwrap();
-        let good = reload(&PoolState::empty(&path));
-        assert_eq!(good.generation, 1);
-        assert!(good.last_error.is_none());
+        let mut rx = spawn(&path, Duration::from_secs(3600)).unwrap();
+        assert_eq!(rx.borrow().generation, 1);
+        assert!(rx.borrow().last_error.is_none());
 
         std::fs::write(&path, &json[..json.len() / 2]).unwrap();
-        let bad = reload(&good);
+        wait_state(&mut rx, "truncated pool rejected", |s| {
+            s.last_error.is_some()
+        })
+        .await;
+        let bad = rx.borrow().clone();
         assert_eq!(bad.generation, 1);
         assert_eq!(bad.pool.as_ref().unwrap().signing_ca().id(), "a");
-        assert!(bad.last_error.unwrap().contains("not valid pool JSON"));
+        let error = bad.last_error.unwrap();
+        assert!(
+            error.contains("not valid pool JSON") && error.contains(&path.display().to_string()),
+            "{error}"
+        );
     }
 
-    #[test]
-    fn unchanged_bytes_are_a_no_op() {
+    #[tokio::test]
+    async fn a_fixed_pool_file_becomes_ready_when_it_appears() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pool");
-        std::fs::write(&path, pool("a").to_json()).unwrap();
-        let first = reload(&PoolState::empty(&path));
-        let second = reload(&first);
-        assert_eq!(second.generation, first.generation);
-        assert!(Arc::ptr_eq(
-            first.pool.as_ref().unwrap(),
-            second.pool.as_ref().unwrap()
-        ));
+        let mut rx = spawn(&path, Duration::from_secs(3600)).unwrap();
+        assert!(rx.borrow().pool.is_none());
+        std::fs::write(&path, pool("late").to_json()).unwrap();
+        wait_state(&mut rx, "pool appeared", |s| s.pool.is_some()).await;
+        assert_eq!(rx.borrow().pool.as_ref().unwrap().signing_ca().id(), "late");
+        assert!(rx.borrow().last_error.is_none());
     }
 
     /// Lays out a volume like kubelet's atomic writer: `pool -> ..data/pool`,
@@ -260,7 +216,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         kubelet_write(dir.path(), 1, &pool("a").to_json());
         // A long period: only the directory event can trigger the reload in time.
-        let mut rx = spawn(&dir.path().join("pool"), Duration::from_secs(3600));
+        let mut rx = spawn(&dir.path().join("pool"), Duration::from_secs(3600)).unwrap();
         assert_eq!(rx.borrow().pool.as_ref().unwrap().signing_ca().id(), "a");
         kubelet_write(dir.path(), 2, &pool("b").to_json());
         let deadline = Instant::now() + Duration::from_secs(10);

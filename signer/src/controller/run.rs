@@ -58,8 +58,15 @@ pub async fn run(client: Client, config: ControllerConfig) -> Result<(), Error> 
     let pools: Vec<watch::Receiver<PoolState>> = config
         .signers
         .iter()
-        .map(|s| pool_watch::spawn(&s.pool_file, config.pool_reload_period))
-        .collect();
+        .map(|s| {
+            pool_watch::spawn(&s.pool_file, config.pool_reload_period).map_err(|source| {
+                Error::WatchPool {
+                    path: s.pool_file.clone(),
+                    source,
+                }
+            })
+        })
+        .collect::<Result<_, _>>()?;
     let caches_ready = Arc::new(AtomicBool::new(false));
 
     if let Some(addr) = config.admin_listen {

@@ -530,7 +530,10 @@ async fn pod_with_another_uid_is_not_issued_for() {
 #[tokio::test]
 async fn missing_pool_is_a_retried_error_not_a_terminal_status() {
     let mut setup = Setup::spiffe();
-    setup.pool = reload_pool(&PoolState::empty("/nonexistent/pool"));
+    setup.pool = PoolState {
+        last_error: Some("cannot read /nonexistent/pool: No such file or directory".into()),
+        ..PoolState::empty("/nonexistent/pool")
+    };
     let (ctx, handle) = setup.context();
     let request = Arc::new(pcr("row-major.net/spiffe", Duration::from_secs(1)));
     let error = reconcile(request.clone(), ctx.clone()).await.unwrap_err();
