@@ -318,6 +318,21 @@ async fn held_serial(cluster: &TestCluster, ns: &str, pod: &str, signer: &str) -
     Ok(norm_serial(&c.serial))
 }
 
+/// The pod's request whose issued leaf has `serial` (normalised).
+async fn request_with_serial(
+    requests: &Requests,
+    ns: &str,
+    pod: &str,
+    serial: &str,
+) -> Result<signer::controller::PodCertificateRequest> {
+    requests
+        .of_pod(ns, pod)
+        .await?
+        .into_iter()
+        .find(|p| issued_leaf(p).is_ok_and(|l| norm_serial(&l.serial) == serial))
+        .with_context(|| format!("no request of {ns}/{pod} carries serial {serial}"))
+}
+
 async fn wait_log_serial(proc: &Proc, serial: &str) -> Result<()> {
     eventually(
         &format!("{} logs loading serial {serial}", proc.name),
@@ -450,12 +465,7 @@ async fn services_are_read_at_issuance_time(
     }
     mesh.cluster.refresh(ns, "server").await?;
     let serial = held_serial(mesh.cluster, ns, "server", SERVICE_DNS).await?;
-    let pcr = requests
-        .of_pod(ns, "server")
-        .await?
-        .into_iter()
-        .find(|p| issued_leaf(p).is_ok_and(|l| norm_serial(&l.serial) == serial))
-        .context("no request carries the refreshed serial")?;
+    let pcr = request_with_serial(requests, ns, "server", &serial).await?;
     let mut dns = issued_leaf(&pcr)?.dns;
     dns.sort();
     let want = vec![format!("server-alt.{ns}.svc"), format!("server.{ns}.svc")];
@@ -522,12 +532,7 @@ async fn a_new_ca_reaches_the_projected_bundle_and_signs(
             mesh.cluster.refresh(ns, "client").await?;
             let serial = held_serial(mesh.cluster, ns, "client", SPIFFE).await?;
             ensure!(serial != before);
-            let pcr = requests
-                .of_pod(ns, "client")
-                .await?
-                .into_iter()
-                .find(|p| issued_leaf(p).is_ok_and(|l| norm_serial(&l.serial) == serial))
-                .context("no request with the new serial")?;
+            let pcr = request_with_serial(requests, ns, "client", &serial).await?;
             let chain = pcr
                 .status
                 .and_then(|s| s.certificate_chain)

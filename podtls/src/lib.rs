@@ -15,6 +15,8 @@
 //!   that understands kubelet's atomic writer, a periodic re-read as a safety
 //!   net, content hashing, last good material kept on any error, fail closed
 //!   before the first good load, status and a subscription per store.
+//!   [`FileWatch`] offers the same machinery for a file of the application's
+//!   own kind (the signer reloads its CA pool with it).
 //! - **SPIFFE** ([`verify_spiffe_peer`], [`Authorizer`]): X509-SVID peers
 //!   verified against the bundle of their own trust domain, then authorized.
 //! - **rustls** ([`ServerTls`], [`ClientTls`]): resolvers and verifiers that
