@@ -20,7 +20,7 @@
 //! It does not run containers or a scheduler: pods are created bound to a node
 //! and their processes run on 127.0.0.1.
 //!
-//! The suite is `tests/real_cluster.rs` (`cargo test -p podtls-e2e`); the
+//! The suite is `tests/real_cluster/` (`cargo test -p podtls-e2e`); the
 //! issuance benchmark is `benches/issuance.rs`.
 
 mod cluster;

@@ -1,0 +1,166 @@
+//! What the signer publishes and issues: trust bundles, certificates as
+//! specified, and the example pairs talking over them.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Context as _, Result};
+use podtls_e2e::*;
+use serde_json::json;
+
+use crate::*;
+
+/// Both signers' bundles exist as specified, with `service_dns_cas` and
+/// `spiffe_cas` CA certificates.
+pub(crate) async fn trust_bundles_are_published(
+    requests: &Requests,
+    service_dns_cas: usize,
+    spiffe_cas: usize,
+) -> Result<()> {
+    let want = [
+        (
+            "row-major.net:service-dns:primary-bundle",
+            SERVICE_DNS,
+            json!({"service-dns.row-major.net/canarying": "live"}),
+            service_dns_cas,
+        ),
+        (
+            "row-major.net:spiffe:primary-bundle",
+            SPIFFE,
+            json!({"spiffe.row-major.net/canarying": "live", "spiffe.row-major.net/trust-domain": TRUST_DOMAIN}),
+            spiffe_cas,
+        ),
+    ];
+    eventually(
+        "both ClusterTrustBundles",
+        Duration::from_secs(30),
+        || async {
+            let ctbs = requests.trust_bundles().await?;
+            for (name, signer, labels, cas) in &want {
+                let Some(ctb) = ctbs
+                    .iter()
+                    .find(|c| c.metadata.name.as_deref() == Some(name))
+                else {
+                    return Ok(None);
+                };
+                let spec = &ctb.data["spec"];
+                ensure!(
+                    spec["signerName"] == *signer,
+                    "{name}: signerName {}",
+                    spec["signerName"]
+                );
+                let have: BTreeMap<String, String> =
+                    ctb.metadata.labels.clone().unwrap_or_default();
+                for (k, v) in labels.as_object().unwrap() {
+                    ensure!(
+                        have.get(k).map(String::as_str) == v.as_str(),
+                        "{name}: label {k} is {:?} (labels {have:?})",
+                        have.get(k)
+                    );
+                }
+                let n = pem_certs(spec["trustBundle"].as_str().unwrap_or(""));
+                if n != *cas {
+                    return Ok(None);
+                }
+            }
+            Ok(Some(()))
+        },
+    )
+    .await
+}
+
+pub(crate) async fn certificates_are_as_specified(requests: &Requests, pair: &Pair) -> Result<()> {
+    let ns = &pair.namespace;
+    for pod in [&pair.server_pod, &pair.client_pod] {
+        let pcrs = requests.of_pod(ns, &pod.name).await?;
+        ensure!(
+            pcrs.len() == pod.certificates.len(),
+            "pod {}: {} requests for {} podCertificate sources",
+            pod.name,
+            pcrs.len(),
+            pod.certificates.len()
+        );
+        for pcr in &pcrs {
+            let k = key(pcr);
+            ensure!(
+                outcome(pcr).is_some_and(|(t, _)| t == "Issued"),
+                "{k}: {:?}",
+                outcome(pcr)
+            );
+            let leaf = issued_leaf(pcr)?;
+            ensure!(!leaf.is_ca, "{k}: leaf is a CA");
+            ensure!(leaf.other_sans == 0, "{k}: unexpected SAN kinds");
+            ensure!(leaf.chain_len >= 1);
+            let lifetime = leaf.not_after.duration_since(leaf.not_before)?;
+            let max = Duration::from_secs(pcr.spec.max_expiration_seconds.unwrap_or(86400) as u64);
+            let want = max.min(Duration::from_secs(86400));
+            ensure!(
+                lifetime <= want
+                    && lifetime + Duration::from_secs(300) >= want.max(Duration::from_secs(3600)),
+                "{k}: lifetime {lifetime:?}, want {want:?} (backdating < 5 min)"
+            );
+            match pcr.spec.signer_name.as_str() {
+                SERVICE_DNS => {
+                    ensure!(leaf.empty_subject, "{k}: service-dns subject not empty");
+                    ensure!(leaf.uris.is_empty(), "{k}: URI SANs {:?}", leaf.uris);
+                    let want = vec![format!("{}.{ns}.svc", "server")];
+                    ensure!(
+                        leaf.dns == want,
+                        "{k}: DNS SANs {:?}, want {want:?}",
+                        leaf.dns
+                    );
+                }
+                SPIFFE => {
+                    let want = vec![format!(
+                        "spiffe://{TRUST_DOMAIN}/ns/{ns}/sa/{}",
+                        pcr.spec.service_account_name
+                    )];
+                    ensure!(
+                        leaf.uris == want,
+                        "{k}: URI SANs {:?}, want {want:?}",
+                        leaf.uris
+                    );
+                    ensure!(leaf.dns.is_empty(), "{k}: DNS SANs {:?}", leaf.dns);
+                }
+                other => bail!("{k}: unexpected signer {other}"),
+            }
+            // What kubelet's manager holds is what the API server accepted.
+            let held = pod
+                .certificates
+                .iter()
+                .find(|c| c.signer_name == pcr.spec.signer_name)
+                .context("no such source in the pod state")?;
+            ensure!(
+                norm_serial(&held.serial) == norm_serial(&leaf.serial),
+                "{k}: kubelet holds {} but the request has {}",
+                held.serial,
+                leaf.serial
+            );
+        }
+        // And the volume holds it, in kubelet's layout.
+        let dir = volume(pod, "podtls")?;
+        ensure!(
+            std::fs::read_link(dir.join("..data")).is_ok(),
+            "{}: no ..data symlink in {}",
+            pod.name,
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+pub(crate) fn the_pair_talks(mesh: &Mesh<'_>, pair: &Pair) -> Result<()> {
+    let lines = pair.fetch(&mesh.bins, 3)?;
+    ensure!(lines.len() >= 3, "demo-client printed {lines:?}");
+    for l in &lines {
+        ensure!(l.contains(" 200 "), "not a 200: {l}");
+        match pair.namespace.as_str() {
+            "service-dns-unauth-client" => ensure!(l.ends_with(" OK"), "{l}"),
+            ns => {
+                let id = format!("Client Identity: spiffe://{TRUST_DOMAIN}/ns/{ns}/sa/client");
+                ensure!(l.ends_with(&id), "{l} (want {id})");
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,213 @@
+//! The project against a real kube-apiserver and kubelet's own pod-certificate
+//! code (`e2e/cluster`), for each pinned release: the manifests applied for real,
+//! the signer running as its ServiceAccount, the example pairs on the volumes
+//! kubelet's code wrote, forced rotation under load, a CA added to the pool,
+//! denials, and faults (signer killed mid-stream, kube-apiserver restarted, two
+//! replicas). Clusters run one at a time (each is ~500 MB and busy at start-up).
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context as _, Result};
+use podtls_e2e::*;
+
+mod denials;
+mod faults;
+mod issuance;
+mod rotation;
+
+use denials::*;
+use faults::*;
+use issuance::*;
+use rotation::*;
+
+static ONE_CLUSTER_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+pub(crate) const SIGNER_USER: &str = "system:serviceaccount:mesh-controller:signer";
+pub(crate) const SERVICE_DNS: &str = "row-major.net/service-dns";
+pub(crate) const SPIFFE: &str = "row-major.net/spiffe";
+/// The spiffe signer of the suite refuses RSA3072 (the denial case).
+pub(crate) const SPIFFE_KEY_TYPES: &str =
+    "--spiffe-key-types=ED25519,ECDSAP256,ECDSAP384,ECDSAP521,RSA4096";
+const PAIRS: [&str; 3] = [
+    "service-dns-unauth-client",
+    "service-dns-spiffe-client",
+    "spiffe-mtls",
+];
+
+#[test]
+fn release_1_35_v1beta1_with_proof_of_possession() {
+    run(Release::V1_35, "certificates.k8s.io/v1beta1");
+}
+
+#[test]
+fn release_1_37_v1() {
+    run(Release::V1_37, "certificates.k8s.io/v1");
+}
+
+fn run(release: Release, api_version: &str) {
+    let _one = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut cluster = TestCluster::start(release).unwrap_or_else(|e| panic!("{e:#}"));
+    let result = rt.block_on(suite(&cluster, api_version));
+    if let Err(e) = result {
+        let tail = cluster.apiserver_log_tail();
+        let dir = cluster.keep_state();
+        panic!(
+            "Kubernetes {} ({}): {e:#}\n\nstate dir (kept; process logs in logs/): {}\n--- kube-apiserver log tail ---\n{tail}",
+            cluster.state.kubernetes_version,
+            release.as_str(),
+            dir.display(),
+        );
+    }
+}
+
+async fn suite(cluster: &TestCluster, api_version: &str) -> Result<()> {
+    ensure!(
+        cluster.state.pcr_api_version == api_version,
+        "harness serves {} (want {api_version})",
+        cluster.state.pcr_api_version
+    );
+    let mesh = Mesh::install(cluster).await.context("installing")?;
+    let requests = Requests::new(&mesh.client).await?;
+    ensure!(
+        requests.apis.pcr.api_version == api_version,
+        "discovery picked {} (want {api_version})",
+        requests.apis.pcr.api_version
+    );
+    let mut signer_a = mesh
+        .start_signer("a", &[SPIFFE_KEY_TYPES])
+        .await
+        .context("starting signer a")?;
+
+    trust_bundles_are_published(&requests, 1, 1)
+        .await
+        .context("trust bundles")?;
+
+    let mut pairs = Vec::new();
+    for ns in PAIRS {
+        let pair = mesh
+            .start_pair(ns)
+            .await
+            .with_context(|| format!("starting pair {ns}"))?;
+        certificates_are_as_specified(&requests, &pair)
+            .await
+            .with_context(|| format!("certificates of {ns}"))?;
+        the_pair_talks(&mesh, &pair).with_context(|| format!("traffic of {ns}"))?;
+        pairs.push(pair);
+    }
+
+    forced_refresh_rotates_without_a_failed_request(&mesh, &pairs[2])
+        .await
+        .context("forced refresh under load")?;
+    services_are_read_at_issuance_time(&mesh, &requests, &pairs[0])
+        .await
+        .context("service-dns names at issuance")?;
+    a_new_ca_reaches_the_projected_bundle_and_signs(&mesh, &requests, &pairs[2])
+        .await
+        .context("CA rotation")?;
+    denials_are_terminal_with_reasons(&mesh, &requests)
+        .await
+        .context("denials")?;
+
+    signer_killed_mid_stream_loses_and_repeats_nothing(&mesh, &requests, &mut signer_a)
+        .await
+        .context("signer killed mid-stream")?;
+    watches_survive_an_apiserver_restart(&mesh, &requests, &mut signer_a)
+        .await
+        .context("kube-apiserver restart")?;
+    two_replicas_split_the_work(&mesh, &requests, &signer_a)
+        .await
+        .context("two replicas")?;
+
+    every_status_was_written_once(cluster, &requests).await?;
+    Ok(())
+}
+
+/// Polls `check` every 250 ms until it returns `Ok(Some(_))`, up to `timeout`.
+pub(crate) async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        let last = match check().await {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => "condition not met".to_string(),
+            Err(e) => format!("{e:#}"),
+        };
+        if Instant::now() > deadline {
+            bail!("{what}: not within {timeout:?} ({last})");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+pub(crate) fn norm_serial(s: &str) -> String {
+    s.to_lowercase().trim_start_matches('0').to_string()
+}
+
+pub(crate) fn pem_certs(text: &str) -> usize {
+    text.matches("-----BEGIN CERTIFICATE-----").count()
+}
+
+/// Serial (normalised) of the pod's podCertificate source for `signer`.
+pub(crate) async fn held_serial(
+    cluster: &TestCluster,
+    ns: &str,
+    pod: &str,
+    signer: &str,
+) -> Result<String> {
+    let p = cluster
+        .pod(ns, pod)
+        .await?
+        .with_context(|| format!("no pod {ns}/{pod}"))?;
+    let c = p
+        .certificates
+        .iter()
+        .find(|c| c.signer_name == signer)
+        .with_context(|| format!("{ns}/{pod} has no {signer} source"))?;
+    Ok(norm_serial(&c.serial))
+}
+
+/// The pod's request whose issued leaf has `serial` (normalised).
+pub(crate) async fn request_with_serial(
+    requests: &Requests,
+    ns: &str,
+    pod: &str,
+    serial: &str,
+) -> Result<signer::controller::PodCertificateRequest> {
+    requests
+        .of_pod(ns, pod)
+        .await?
+        .into_iter()
+        .find(|p| issued_leaf(p).is_ok_and(|l| norm_serial(&l.serial) == serial))
+        .with_context(|| format!("no request of {ns}/{pod} carries serial {serial}"))
+}
+
+pub(crate) async fn wait_log_serial(proc: &Proc, serial: &str) -> Result<()> {
+    eventually(
+        &format!("{} logs loading serial {serial}", proc.name),
+        Duration::from_secs(30),
+        || async {
+            Ok(proc
+                .lines()
+                .iter()
+                .any(|l| l.contains("loaded certificate") && norm_serial_in(l, serial))
+                .then_some(()))
+        },
+    )
+    .await
+}
+
+pub(crate) fn norm_serial_in(line: &str, serial: &str) -> bool {
+    line.split(|c: char| !c.is_ascii_hexdigit())
+        .any(|w| !w.is_empty() && norm_serial(w) == serial)
+}
