@@ -8,6 +8,7 @@
 //! signer controller [--kubeconfig PATH | --in-cluster] [--enable-service-dns-signer
 //!                   --service-dns-ca-pool FILE] [--enable-spiffe-signer
 //!                   --spiffe-trust-domain TD --spiffe-ca-pool FILE] [--sharding-...]
+//!                   [--service-dns-key-types T,..] [--spiffe-key-types T,..]
 //!                   [--admin-listen 0.0.0.0:9090]
 //! ```
 //!
