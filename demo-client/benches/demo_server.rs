@@ -211,7 +211,9 @@ async fn hold_connections(
             .client_credentials(pod.credentials().unwrap().clone())
             .resumption(false)
             .build()
-            .unwrap();
+            .unwrap()
+            .config()
+            .clone();
     let connector = tokio_rustls::TlsConnector::from(cfg);
     let mut held = Vec::with_capacity(n);
     for _ in 0..n {

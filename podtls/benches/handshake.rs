@@ -103,12 +103,16 @@ fn main() {
     .client_credentials(creds(&client))
     .resumption(false)
     .build()
-    .unwrap();
+    .unwrap()
+    .config()
+    .clone();
     let dns_client = ClientTls::builder(ServerAuth::Dns(bundle))
         .client_credentials(creds(&client))
         .resumption(false)
         .build()
-        .unwrap();
+        .unwrap()
+        .config()
+        .clone();
 
     let variants: Vec<(&str, Arc<ServerConfig>, Arc<ClientConfig>)> = vec![
         ("static rustls (baseline)", base.0.clone(), base.1.clone()),

@@ -52,7 +52,9 @@ fn main() {
     let client = ClientTls::builder(ServerAuth::Dns(roots))
         .resumption(false)
         .build()
-        .unwrap();
+        .unwrap()
+        .config()
+        .clone();
     let server_cfg: Arc<_> = server.config().clone();
 
     let mut to_store = Vec::with_capacity(rotations);

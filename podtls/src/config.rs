@@ -3,24 +3,31 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::{ClientConfig, ServerConfig, ServerConnection};
-use rustls_pki_types::UnixTime;
+use rustls::client::ClientSessionMemoryCache;
+use rustls::server::ServerSessionMemoryCache;
+use rustls::{ClientConfig, ServerConfig, ServerConnection, SupportedProtocolVersion};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
 use crate::authorizer::Authorizer;
 use crate::cert_info::CertInfo;
 use crate::credentials::Credentials;
 use crate::error::Error;
 use crate::resolver::CredentialResolver;
-use crate::session::{GenerationalClientSessions, GenerationalServerSessions};
+use crate::session::{Generation, PerGeneration};
 use crate::spiffe_bundles::SpiffeBundles;
 use crate::store::Store;
 use crate::trust_bundle::TrustBundle;
 use crate::verifier::{
     ClientCertMode, DnsServerVerifier, SpiffeClientVerifier, SpiffeServerVerifier,
 };
-use crate::verify::{verify_spiffe_peer, PeerAuth, PeerIdentity, PeerRole, VerifyError};
+use crate::verify::{
+    verify_dns_server, verify_spiffe_peer, PeerAuth, PeerIdentity, PeerRole, VerifyError,
+};
 
 const SESSION_CACHE_SIZE: usize = 1024;
+
+/// The default deadline of a whole TLS handshake.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// SPIFFE client authentication on a server.
 #[derive(Debug, Clone)]
@@ -59,10 +66,19 @@ impl ClientAuth {
 
 /// A TLS server configuration serving live credentials, plus what is needed
 /// to tell the application who the client is.
+///
+/// Take connections through [`ServerTls::accept`] (or [`crate::serve`] /
+/// [`crate::http::serve_http`], which do): it applies the handshake deadline,
+/// resumes sessions safely and verifies resumed clients again.
 #[derive(Debug, Clone)]
 pub struct ServerTls {
+    /// Resumption off: for acceptors of the application's own.
     config: Arc<ServerConfig>,
+    /// `Some` when resumption is on: the configuration of the current
+    /// generation, for [`ServerTls::accept`].
+    resuming: Option<Arc<PerGeneration<ServerConfig>>>,
     client_auth: Option<ClientAuth>,
+    handshake_timeout: Duration,
 }
 
 /// Builds a [`ServerTls`].
@@ -71,8 +87,9 @@ pub struct ServerTlsBuilder {
     credentials: Store<Credentials>,
     client_auth: Option<ClientAuth>,
     alpn: Vec<Vec<u8>>,
-    /// `Some(quiet period)` when resumption is on.
-    resumption: Option<Duration>,
+    resumption: bool,
+    handshake_timeout: Duration,
+    versions: Option<Vec<&'static SupportedProtocolVersion>>,
 }
 
 impl ServerTls {
@@ -82,13 +99,31 @@ impl ServerTls {
             credentials,
             client_auth: None,
             alpn: Vec::new(),
-            resumption: Some(crate::session::QUIET_PERIOD),
+            resumption: true,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            versions: None,
         }
     }
 
-    /// The rustls configuration (for `tokio_rustls::TlsAcceptor::from`).
+    /// A rustls configuration for an acceptor of your own
+    /// (`tokio_rustls::TlsAcceptor::from`). Session resumption is **off** in
+    /// it: rustls resumes without consulting any verifier, so only
+    /// [`ServerTls::accept`], which verifies every resumed client again,
+    /// resumes. Such an acceptor also has no handshake deadline unless you
+    /// add one ([`ServerTls::handshake_timeout`]).
     pub fn config(&self) -> &Arc<ServerConfig> {
         &self.config
+    }
+
+    /// The deadline [`ServerTls::accept`] gives a whole handshake.
+    pub fn handshake_timeout(&self) -> Duration {
+        self.handshake_timeout
+    }
+
+    /// The same server with another handshake deadline.
+    pub fn with_handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
     }
 
     /// The client-auth policy, if any.
@@ -96,27 +131,55 @@ impl ServerTls {
         self.client_auth.as_ref()
     }
 
+    pub(crate) fn handshake_config(&self) -> Arc<ServerConfig> {
+        match &self.resuming {
+            Some(per) => per.current(),
+            None => self.config.clone(),
+        }
+    }
+
+    pub(crate) fn client_auth_required(&self) -> bool {
+        self.client_auth
+            .as_ref()
+            .is_some_and(|a| a.mode == ClientCertMode::Required)
+    }
+
+    pub(crate) fn purge_sessions(&self) {
+        if let Some(per) = &self.resuming {
+            per.purge();
+        }
+    }
+
     /// Who the client of a finished handshake is.
     ///
-    /// Without client auth: always `Anonymous`. Required: the (already
-    /// verified) identity. Optional: the deferred verification runs now
-    /// against the current bundles and policy.
+    /// Without client auth: always `Anonymous`. Required mode, full
+    /// handshake: the identity rustls verified. Optional mode, and every
+    /// *resumed* handshake: verified now, against the current bundles and
+    /// policy (a resumed session carries the chain of the handshake that
+    /// created it; this is what makes it worth no more than a full handshake
+    /// now).
     pub fn peer_auth(&self, conn: &ServerConnection) -> PeerAuth {
         let Some(auth) = &self.client_auth else {
             return PeerAuth::Anonymous;
         };
+        let resumed = conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
         let Some((leaf, intermediates)) = conn.peer_certificates().and_then(|c| c.split_first())
         else {
-            return PeerAuth::Anonymous;
+            return match (auth.mode, resumed) {
+                (ClientCertMode::Required, true) => {
+                    PeerAuth::Rejected(Arc::new(VerifyError::NoCertificate))
+                }
+                _ => PeerAuth::Anonymous,
+            };
         };
-        match auth.mode {
-            ClientCertMode::Required => match CertInfo::from_der(leaf) {
+        match (auth.mode, resumed) {
+            (ClientCertMode::Required, false) => match CertInfo::from_der(leaf) {
                 Ok(certificate) => PeerAuth::Verified(Arc::new(PeerIdentity { certificate })),
                 Err(e) => PeerAuth::Rejected(Arc::new(VerifyError::Svid(
                     crate::svid::SvidError::Malformed(e),
                 ))),
             },
-            ClientCertMode::Optional => match verify_spiffe_peer(
+            _ => match verify_spiffe_peer(
                 leaf,
                 intermediates,
                 &auth.bundles,
@@ -144,21 +207,23 @@ impl ServerTlsBuilder {
         self
     }
 
-    /// Enables (default) or disables session resumption. When enabled,
-    /// sessions are tied to the generation of the trust bundles and
-    /// credentials in use (see [`crate::session`]).
+    /// Enables (default) or disables session resumption on
+    /// [`ServerTls::accept`] (see [`crate::session`]).
     pub fn resumption(mut self, enabled: bool) -> Self {
-        self.resumption = enabled.then_some(crate::session::QUIET_PERIOD);
+        self.resumption = enabled;
         self
     }
 
-    /// Enables resumption with a quiet period other than the default
-    /// [`QUIET_PERIOD`](crate::session::QUIET_PERIOD): for that long after a
-    /// rotation no new session is cached. It must be at least the handshake
-    /// deadline (sessions of handshakes begun before a rotation must not be
-    /// cached after it).
-    pub fn resumption_quiet_period(mut self, quiet: Duration) -> Self {
-        self.resumption = Some(quiet);
+    /// The deadline of a whole handshake in [`ServerTls::accept`] (default
+    /// [`DEFAULT_HANDSHAKE_TIMEOUT`]).
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Restricts the TLS versions (default: TLS 1.3 and 1.2).
+    pub fn protocol_versions(mut self, versions: &[&'static SupportedProtocolVersion]) -> Self {
+        self.versions = Some(versions.to_vec());
         self
     }
 
@@ -168,8 +233,11 @@ impl ServerTlsBuilder {
     /// [`Error::Config`] for client auth without any trust domain;
     /// [`Error::Tls`] if rustls rejects the protocol setup.
     pub fn build(self) -> Result<ServerTls, Error> {
-        let builder = ServerConfig::builder_with_provider(crate::provider())
-            .with_safe_default_protocol_versions()?;
+        let builder = ServerConfig::builder_with_provider(crate::provider());
+        let builder = match &self.versions {
+            Some(v) => builder.with_protocol_versions(v)?,
+            None => builder.with_safe_default_protocol_versions()?,
+        };
         let builder = match &self.client_auth {
             None => builder.with_no_client_auth(),
             Some(auth) => {
@@ -189,22 +257,26 @@ impl ServerTlsBuilder {
         let mut config =
             builder.with_cert_resolver(Arc::new(CredentialResolver::new(self.credentials)));
         config.alpn_protocols = self.alpn;
-        if let Some(quiet) = self.resumption {
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
+        let resuming = self.resumption.then(|| {
             let bundles = self.client_auth.as_ref().map(|a| a.bundles.clone());
-            config.session_storage = Arc::new(GenerationalServerSessions::new(
-                SESSION_CACHE_SIZE,
-                Arc::new(move || {
-                    bundles.as_ref().map_or(0, SpiffeBundles::generation) + credentials.generation()
-                }),
-                quiet,
-            ));
-        } else {
-            config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
-            config.send_tls13_tickets = 0;
-        }
+            let generation: Generation = Arc::new(move || {
+                bundles.as_ref().map_or(0, SpiffeBundles::generation) + credentials.generation()
+            });
+            let base = config.clone();
+            Arc::new(PerGeneration::new(generation, move || {
+                let mut c = base.clone();
+                c.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE_SIZE);
+                c.send_tls13_tickets = 2;
+                c
+            }))
+        });
         Ok(ServerTls {
             config: Arc::new(config),
+            resuming,
             client_auth: self.client_auth,
+            handshake_timeout: self.handshake_timeout,
         })
     }
 }
@@ -220,18 +292,68 @@ pub enum ServerAuth {
     Spiffe(SpiffeBundles, Authorizer),
 }
 
-/// Builds a client [`ClientConfig`].
+impl ServerAuth {
+    fn generation(&self) -> u64 {
+        match self {
+            ServerAuth::Dns(roots) => roots.generation(),
+            ServerAuth::Spiffe(bundles, _) => bundles.generation(),
+        }
+    }
+
+    /// Verifies a server chain as a full handshake would at `now`.
+    pub(crate) fn verify(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        now: UnixTime,
+    ) -> Result<PeerIdentity, VerifyError> {
+        match self {
+            ServerAuth::Dns(roots) => {
+                let bundle = roots.current().ok_or_else(|| VerifyError::RootsNotLoaded {
+                    what: roots.status().name.to_string(),
+                })?;
+                verify_dns_server(end_entity, intermediates, server_name, &bundle, now)
+            }
+            ServerAuth::Spiffe(bundles, authorizer) => verify_spiffe_peer(
+                end_entity,
+                intermediates,
+                bundles,
+                authorizer,
+                PeerRole::Server,
+                now,
+            ),
+        }
+    }
+}
+
+/// A TLS client configuration over live trust bundles (and, optionally,
+/// live client credentials).
+///
+/// Connect through [`ClientTls::connect`] (or [`crate::http::HttpsConnector`],
+/// which does): it applies the handshake deadline, resumes sessions safely
+/// and verifies resumed servers again. [`ClientTls::config`] is for clients
+/// of your own (reqwest, tonic, a plain `TlsConnector`): resumption is off
+/// there.
+#[derive(Clone)]
+pub struct ClientTls {
+    config: Arc<ClientConfig>,
+    resuming: Option<Arc<PerGeneration<ClientConfig>>>,
+    server_auth: ServerAuth,
+    generation: Generation,
+    handshake_timeout: Duration,
+}
+
+/// Builds a [`ClientTls`].
 #[derive(Debug)]
 pub struct ClientTlsBuilder {
     server_auth: ServerAuth,
     credentials: Option<Store<Credentials>>,
     alpn: Vec<Vec<u8>>,
-    /// `Some(quiet period)` when resumption is on.
-    resumption: Option<Duration>,
+    resumption: bool,
+    handshake_timeout: Duration,
+    versions: Option<Vec<&'static SupportedProtocolVersion>>,
 }
-
-/// Client-side configuration entry point.
-pub struct ClientTls;
 
 impl ClientTls {
     /// Starts a client configuration that verifies servers with `server_auth`.
@@ -240,9 +362,90 @@ impl ClientTls {
             server_auth,
             credentials: None,
             alpn: Vec::new(),
-            resumption: Some(crate::session::QUIET_PERIOD),
+            resumption: true,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            versions: None,
         }
     }
+
+    /// A rustls configuration for clients of your own. Session resumption is
+    /// **off** in it: rustls resumes without consulting any verifier, so only
+    /// [`ClientTls::connect`], which verifies every resumed server again,
+    /// resumes.
+    pub fn config(&self) -> &Arc<ClientConfig> {
+        &self.config
+    }
+
+    /// The deadline [`ClientTls::connect`] gives a whole handshake.
+    pub fn handshake_timeout(&self) -> Duration {
+        self.handshake_timeout
+    }
+
+    /// The same client with another handshake deadline.
+    pub fn with_handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// The same client offering `protocols` by ALPN.
+    pub fn with_alpn(self, protocols: &[&[u8]]) -> Self {
+        let mut base = (*self.config).clone();
+        base.alpn_protocols = protocols.iter().map(|p| p.to_vec()).collect();
+        let resuming = self
+            .resuming
+            .is_some()
+            .then(|| Arc::new(per_generation(&base, self.generation.clone())));
+        ClientTls {
+            config: Arc::new(base),
+            resuming,
+            ..self
+        }
+    }
+
+    pub(crate) fn handshake_config(&self) -> Arc<ClientConfig> {
+        match &self.resuming {
+            Some(per) => per.current(),
+            None => self.config.clone(),
+        }
+    }
+
+    pub(crate) fn purge_sessions(&self) {
+        if let Some(per) = &self.resuming {
+            per.purge();
+        }
+    }
+
+    pub(crate) fn verify_server(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        now: UnixTime,
+    ) -> Result<PeerIdentity, VerifyError> {
+        self.server_auth
+            .verify(end_entity, intermediates, server_name, now)
+    }
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTls")
+            .field("server_auth", &self.server_auth)
+            .field("resuming", &self.resuming)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .finish()
+    }
+}
+
+fn per_generation(base: &ClientConfig, generation: Generation) -> PerGeneration<ClientConfig> {
+    let base = base.clone();
+    PerGeneration::new(generation, move || {
+        let mut c = base.clone();
+        c.resumption = rustls::client::Resumption::store(Arc::new(ClientSessionMemoryCache::new(
+            SESSION_CACHE_SIZE,
+        )));
+        c
+    })
 }
 
 impl ClientTlsBuilder {
@@ -259,19 +462,23 @@ impl ClientTlsBuilder {
         self
     }
 
-    /// Enables (default) or disables session resumption (tied to the
-    /// generation of the trust bundles and credentials in use when enabled).
+    /// Enables (default) or disables session resumption on
+    /// [`ClientTls::connect`] (see [`crate::session`]).
     pub fn resumption(mut self, enabled: bool) -> Self {
-        self.resumption = enabled.then_some(crate::session::QUIET_PERIOD);
+        self.resumption = enabled;
         self
     }
 
-    /// Enables resumption with a quiet period other than the default
-    /// [`QUIET_PERIOD`](crate::session::QUIET_PERIOD): for that long after a
-    /// rotation no new session is cached. It must be at least the longest
-    /// handshake.
-    pub fn resumption_quiet_period(mut self, quiet: Duration) -> Self {
-        self.resumption = Some(quiet);
+    /// The deadline of a whole handshake in [`ClientTls::connect`] (default
+    /// [`DEFAULT_HANDSHAKE_TIMEOUT`]).
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Restricts the TLS versions (default: TLS 1.3 and 1.2).
+    pub fn protocol_versions(mut self, versions: &[&'static SupportedProtocolVersion]) -> Self {
+        self.versions = Some(versions.to_vec());
         self
     }
 
@@ -280,30 +487,27 @@ impl ClientTlsBuilder {
     /// # Errors
     /// [`Error::Config`] for SPIFFE verification without bundles;
     /// [`Error::Tls`] if rustls rejects the protocol setup.
-    pub fn build(self) -> Result<Arc<ClientConfig>, Error> {
-        let builder = ClientConfig::builder_with_provider(crate::provider())
-            .with_safe_default_protocol_versions()?;
-        let mut generation: crate::session::Generation;
-        let builder = match self.server_auth {
-            ServerAuth::Dns(roots) => {
-                let r = roots.clone();
-                generation = Arc::new(move || r.generation());
-                builder
-                    .dangerous()
-                    .with_custom_certificate_verifier(Arc::new(DnsServerVerifier::new(roots)))
-            }
+    pub fn build(self) -> Result<ClientTls, Error> {
+        let builder = ClientConfig::builder_with_provider(crate::provider());
+        let builder = match &self.versions {
+            Some(v) => builder.with_protocol_versions(v)?,
+            None => builder.with_safe_default_protocol_versions()?,
+        };
+        let builder = match &self.server_auth {
+            ServerAuth::Dns(roots) => builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(DnsServerVerifier::new(roots.clone()))),
             ServerAuth::Spiffe(bundles, authorizer) => {
                 if bundles.is_empty() {
                     return Err(Error::Config(
                         "SPIFFE server verification needs at least one trust domain bundle".into(),
                     ));
                 }
-                let b = bundles.clone();
-                generation = Arc::new(move || b.generation());
                 builder
                     .dangerous()
                     .with_custom_certificate_verifier(Arc::new(SpiffeServerVerifier::new(
-                        bundles, authorizer,
+                        bundles.clone(),
+                        authorizer.clone(),
                     )))
             }
         };
@@ -313,17 +517,21 @@ impl ClientTlsBuilder {
             }
             None => builder.with_no_client_auth(),
         };
-        if let Some(creds) = self.credentials {
-            let trust = generation;
-            generation = Arc::new(move || trust() + creds.generation());
-        }
         config.alpn_protocols = self.alpn;
-        config.resumption = match self.resumption {
-            Some(quiet) => rustls::client::Resumption::store(Arc::new(
-                GenerationalClientSessions::new(SESSION_CACHE_SIZE, generation, quiet),
-            )),
-            None => rustls::client::Resumption::disabled(),
-        };
-        Ok(Arc::new(config))
+        config.resumption = rustls::client::Resumption::disabled();
+        let auth = self.server_auth.clone();
+        let creds = self.credentials;
+        let generation: Generation =
+            Arc::new(move || auth.generation() + creds.as_ref().map_or(0, Store::generation));
+        let resuming = self
+            .resumption
+            .then(|| Arc::new(per_generation(&config, generation.clone())));
+        Ok(ClientTls {
+            config: Arc::new(config),
+            resuming,
+            server_auth: self.server_auth,
+            generation,
+            handshake_timeout: self.handshake_timeout,
+        })
     }
 }

@@ -62,11 +62,12 @@ mod config;
 mod credentials;
 mod error;
 mod file_watch;
+mod handshake;
 mod pem;
 mod pod_tls;
 mod resolver;
 mod serve;
-pub mod session;
+mod session;
 mod spiffe_bundles;
 mod spiffe_id;
 mod store;
@@ -86,10 +87,12 @@ pub use crate::authorizer::{Authorizer, Unauthorized};
 pub use crate::cert_info::{format_time, CertInfo};
 pub use crate::config::{
     ClientAuth, ClientTls, ClientTlsBuilder, ServerAuth, ServerTls, ServerTlsBuilder,
+    DEFAULT_HANDSHAKE_TIMEOUT,
 };
 pub use crate::credentials::{provider, Credentials, LeafKind};
 pub use crate::error::{Error, Origin};
 pub use crate::file_watch::FileWatch;
+pub use crate::handshake::HandshakeError;
 pub use crate::pod_tls::{PodTls, PodTlsBuilder};
 pub use crate::resolver::CredentialResolver;
 pub use crate::serve::{serve, Accepted, ServeOptions, ServeStats};
@@ -99,11 +102,14 @@ pub use crate::spiffe_id::{
 };
 pub use crate::store::{Health, Material, Status, Store, Summary};
 pub use crate::svid::{validate_svid_leaf, validate_svid_leaf_der, SvidError};
-pub use crate::trust_bundle::TrustBundle;
+pub use crate::trust_bundle::{AnchorRejection, TrustBundle};
 pub use crate::verifier::{
     ClientCertMode, DnsServerVerifier, SpiffeClientVerifier, SpiffeServerVerifier,
 };
-pub use crate::verify::{verify_spiffe_peer, PeerAuth, PeerIdentity, PeerRole, VerifyError};
+pub use crate::verify::{
+    verify_dns_server, verify_spiffe_peer, ChainFailure, PeerAuth, PeerIdentity, PeerRole,
+    VerifyError,
+};
 pub use crate::watcher::ReloadTiming;
 
 pub use rustls;

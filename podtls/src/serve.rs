@@ -16,9 +16,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_rustls::server::TlsStream;
-use tokio_rustls::TlsAcceptor;
 
 use crate::config::ServerTls;
+use crate::handshake::{log_rejection, HandshakeError};
 use crate::verify::PeerAuth;
 
 /// A connection whose handshake completed.
@@ -91,8 +91,7 @@ pub async fn serve<H, Fut>(
     Fut: Future<Output = ()> + Send + 'static,
 {
     let handler = Arc::new(handler);
-    let acceptor = TlsAcceptor::from(tls.config().clone());
-    let tls = Arc::new(tls);
+    let tls = Arc::new(tls.with_handshake_timeout(options.handshake_timeout));
     let limit = Arc::new(Semaphore::new(options.max_connections.max(1)));
     let stats = options.stats.clone();
     let mut tasks = JoinSet::new();
@@ -130,19 +129,16 @@ pub async fn serve<H, Fut>(
         };
         stats.accepted.fetch_add(1, Ordering::Relaxed);
         let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
         let handler = handler.clone();
         let tls = tls.clone();
         let stats = stats.clone();
-        let timeout = options.handshake_timeout;
         tasks.spawn(async move {
             let _permit = permit;
             stats.active.fetch_add(1, Ordering::Relaxed);
             let _active = ActiveGuard(&stats);
-            match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => {
+            match tls.accept(tcp).await {
+                Ok((stream, peer)) => {
                     stats.handshakes.fetch_add(1, Ordering::Relaxed);
-                    let peer = tls.peer_auth(stream.get_ref().1);
                     handler(Accepted {
                         stream,
                         peer,
@@ -150,13 +146,18 @@ pub async fn serve<H, Fut>(
                     })
                     .await;
                 }
-                Ok(Err(e)) => {
-                    stats.handshake_failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(%remote, error = %e, "podtls: TLS handshake failed");
-                }
-                Err(_) => {
+                Err(HandshakeError::TimedOut(_)) => {
                     stats.handshake_timeouts.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(%remote, "podtls: TLS handshake timed out");
+                }
+                Err(e) => {
+                    stats.handshake_failures.fetch_add(1, Ordering::Relaxed);
+                    match e.rejection() {
+                        Some(rejection) => log_rejection(Some(remote), rejection),
+                        None => {
+                            tracing::debug!(%remote, error = %e, "podtls: TLS handshake failed")
+                        }
+                    }
                 }
             }
         });

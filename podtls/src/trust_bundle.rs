@@ -1,11 +1,8 @@
 //! Sets of CA certificates to verify peers against.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 
-use rustls::client::WebPkiServerVerifier;
-use rustls::RootCertStore;
-use rustls_pki_types::{CertificateDer, TrustAnchor};
+use rustls_pki_types::{CertificateDer, TrustAnchor, UnixTime};
 
 use crate::error::{Error, Origin};
 use crate::pem;
@@ -16,11 +13,52 @@ use crate::pem;
 /// A bundle is never empty: an empty PEM file is an error
 /// ([`Error::EmptyTrustBundle`]), so an empty projection keeps the last good
 /// bundle, and before the first good one every verification fails (closed).
+///
+/// An anchor is more than its key here (as in go-spiffe and Go's crypto/x509,
+/// unlike plain WebPKI): a chain is accepted through an anchor only while the
+/// anchor's own certificate is inside its validity window, and only if the
+/// chain has no more intermediates than the anchor's `pathLenConstraint`
+/// allows (see [`TrustBundle::check_path`]).
 pub struct TrustBundle {
     certs: Vec<CertificateDer<'static>>,
     anchors: Vec<TrustAnchor<'static>>,
-    /// Prebuilt once per bundle so a handshake never builds a verifier.
-    server_verifier: Arc<WebPkiServerVerifier>,
+    /// The limits of `anchors[i]`, from its certificate.
+    limits: Vec<AnchorLimits>,
+}
+
+/// What an anchor's own certificate says about the chains it may end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct AnchorLimits {
+    not_before: u64,
+    not_after: u64,
+    /// `pathLenConstraint` of its basic constraints, when present.
+    max_intermediates: Option<u32>,
+}
+
+/// Why [`TrustBundle::check_path`] refused a chain that WebPKI accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AnchorRejection {
+    /// The anchor's certificate is outside its validity window.
+    #[error("trust anchor is outside its validity window (valid from {not_before} to {not_after}, unix seconds)")]
+    OutsideValidity {
+        /// Start of the anchor's validity (unix seconds).
+        not_before: u64,
+        /// End of the anchor's validity (unix seconds).
+        not_after: u64,
+    },
+    /// The chain has more intermediates than the anchor's pathLenConstraint allows.
+    #[error("chain has {intermediates} intermediate(s), the trust anchor allows {allowed}")]
+    PathTooLong {
+        /// Intermediates in the chain.
+        intermediates: usize,
+        /// The anchor's pathLenConstraint.
+        allowed: u32,
+    },
+    /// The chain ended at an anchor that is not in this bundle (cannot
+    /// happen with this bundle's anchors; kept as a fail-closed answer).
+    #[error("trust anchor is not part of the bundle")]
+    NotInBundle,
 }
 
 impl std::fmt::Debug for TrustBundle {
@@ -51,31 +89,62 @@ impl TrustBundle {
             });
         }
         let mut anchors = Vec::with_capacity(certs.len());
+        let mut limits = Vec::with_capacity(certs.len());
         for (index, cert) in certs.iter().enumerate() {
+            let bad = |detail: String| Error::TrustAnchor {
+                origin: origin.clone(),
+                index,
+                detail,
+            };
             let anchor =
-                webpki::anchor_from_trusted_cert(cert).map_err(|e| Error::TrustAnchor {
-                    origin: origin.clone(),
-                    index,
-                    detail: format!("{e:?}"),
-                })?;
+                webpki::anchor_from_trusted_cert(cert).map_err(|e| bad(format!("{e:?}")))?;
             anchors.push(anchor.to_owned());
+            limits.push(AnchorLimits::of(cert).map_err(bad)?);
         }
-        let roots = RootCertStore {
-            roots: anchors.clone(),
-        };
-        let server_verifier =
-            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), crate::provider())
-                .build()
-                .map_err(|e| Error::TrustAnchor {
-                    origin: origin.clone(),
-                    index: 0,
-                    detail: e.to_string(),
-                })?;
         Ok(TrustBundle {
             certs,
             anchors,
-            server_verifier,
+            limits,
         })
+    }
+
+    /// The anchor rules WebPKI leaves out, for a chain that ends at one of
+    /// this bundle's anchors: the anchor's certificate must be valid at
+    /// `now`, and the chain's intermediates must fit its pathLenConstraint.
+    ///
+    /// # Errors
+    /// [`AnchorRejection`] naming the rule that failed.
+    pub fn check_path(
+        &self,
+        anchor: &TrustAnchor<'_>,
+        intermediates: usize,
+        now: UnixTime,
+    ) -> Result<(), AnchorRejection> {
+        let limits = self
+            .anchors
+            .iter()
+            .position(|a| {
+                a.subject == anchor.subject
+                    && a.subject_public_key_info == anchor.subject_public_key_info
+            })
+            .map(|i| self.limits[i])
+            .ok_or(AnchorRejection::NotInBundle)?;
+        let now = now.as_secs();
+        if now < limits.not_before || now > limits.not_after {
+            return Err(AnchorRejection::OutsideValidity {
+                not_before: limits.not_before,
+                not_after: limits.not_after,
+            });
+        }
+        match limits.max_intermediates {
+            Some(allowed) if intermediates as u64 > u64::from(allowed) => {
+                Err(AnchorRejection::PathTooLong {
+                    intermediates,
+                    allowed,
+                })
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The CA certificates.
@@ -88,11 +157,6 @@ impl TrustBundle {
         &self.anchors
     }
 
-    /// A WebPKI (DNS name) server verifier over exactly these roots.
-    pub fn server_verifier(&self) -> &Arc<WebPkiServerVerifier> {
-        &self.server_verifier
-    }
-
     /// The number of distinct CA certificates.
     pub fn len(&self) -> usize {
         self.certs.len()
@@ -101,5 +165,22 @@ impl TrustBundle {
     /// Always false: bundles are never empty. Present for API symmetry.
     pub fn is_empty(&self) -> bool {
         self.certs.is_empty()
+    }
+}
+
+impl AnchorLimits {
+    fn of(cert: &CertificateDer<'_>) -> Result<Self, String> {
+        let (_, parsed) = x509_parser::parse_x509_certificate(cert).map_err(|e| e.to_string())?;
+        let validity = parsed.validity();
+        let secs = |t: i64| u64::try_from(t).unwrap_or(0);
+        let max_intermediates = parsed
+            .basic_constraints()
+            .map_err(|e| e.to_string())?
+            .and_then(|bc| bc.value.path_len_constraint);
+        Ok(AnchorLimits {
+            not_before: secs(validity.not_before.timestamp()),
+            not_after: secs(validity.not_after.timestamp()),
+            max_intermediates,
+        })
     }
 }

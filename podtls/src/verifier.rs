@@ -4,21 +4,17 @@
 //! Each handshake loads the current bundle (an atomic `Arc` load); a bundle
 //! that has not loaded yet fails the handshake (closed).
 
-use std::sync::Arc;
-
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{
-    CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, SignatureScheme,
-};
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
 use crate::authorizer::Authorizer;
 use crate::spiffe_bundles::SpiffeBundles;
 use crate::store::Store;
 use crate::trust_bundle::TrustBundle;
-use crate::verify::{verify_spiffe_peer, PeerRole, VerifyError};
+use crate::verify::{verify_dns_server, verify_spiffe_peer, PeerRole, VerifyError};
 
 /// The handshake-signature methods every verifier here shares: rustls'
 /// WebPKI checks with the aws-lc-rs algorithms in `self.algorithms`.
@@ -52,8 +48,12 @@ fn algorithms() -> WebPkiSupportedAlgorithms {
     crate::provider().signature_verification_algorithms
 }
 
+/// A rejection as rustls reports it: the certificate error selects the TLS
+/// alert the peer receives; the typed reason goes to podtls' handshake path
+/// (or the log).
 fn to_rustls(e: VerifyError) -> rustls::Error {
-    rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(e))))
+    crate::handshake::record_rejection(&e);
+    rustls::Error::InvalidCertificate(e.certificate_error())
 }
 
 /// Whether a SPIFFE client certificate is required.
@@ -182,9 +182,10 @@ impl ServerCertVerifier for SpiffeServerVerifier {
     handshake_signatures!();
 }
 
-/// Ordinary WebPKI server verification (DNS name, chain, validity) against a
-/// reloadable set of roots: each handshake uses the verifier prebuilt for the
-/// current bundle.
+/// Ordinary WebPKI server verification (DNS name, chain, validity, plus the
+/// anchor rules of [`TrustBundle::check_path`]) against a reloadable set of
+/// roots, through [`crate::verify::verify_dns_server`]. OCSP staples are
+/// ignored (pod certificates publish no revocation).
 #[derive(Debug)]
 pub struct DnsServerVerifier {
     roots: Store<TrustBundle>,
@@ -207,22 +208,17 @@ impl ServerCertVerifier for DnsServerVerifier {
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
         server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
+        _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         let Some(bundle) = self.roots.current() else {
-            return Err(rustls::Error::General(format!(
-                "{}: no trust bundle loaded yet",
-                self.roots.status().name
-            )));
+            return Err(to_rustls(VerifyError::RootsNotLoaded {
+                what: self.roots.status().name.to_string(),
+            }));
         };
-        bundle.server_verifier().verify_server_cert(
-            end_entity,
-            intermediates,
-            server_name,
-            ocsp_response,
-            now,
-        )
+        verify_dns_server(end_entity, intermediates, server_name, &bundle, now)
+            .map(|_| ServerCertVerified::assertion())
+            .map_err(to_rustls)
     }
 
     handshake_signatures!();

@@ -7,21 +7,31 @@
 //! 3. the chain builds from the leaf through the presented intermediates to an
 //!    anchor of *that* bundle (rustls-webpki: signatures, validity at `now`,
 //!    basic constraints, name constraints, and the EKU for the given usage);
+//!    the anchor's own certificate must be valid at `now` and its
+//!    pathLenConstraint must allow the chain's intermediates
+//!    ([`TrustBundle::check_path`]; WebPKI treats an anchor as a bare key,
+//!    go-spiffe and Go's crypto/x509 do not, and neither do we);
 //! 4. the [`Authorizer`] allows the ID.
 //!
 //! Left out on purpose: host names (a SPIFFE peer is identified by its URI SAN
 //! alone, per the X509-SVID spec) and revocation (none is published for pod
 //! certificates; short lifetimes stand in for it).
+//!
+//! [`verify_dns_server`] is the same chain check for the `service-dns` flow,
+//! plus the server-name check, minus SPIFFE.
 
+use std::cell::Cell;
 use std::sync::Arc;
 
-use rustls_pki_types::{CertificateDer, UnixTime};
+use rustls::CertificateError;
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
 use crate::authorizer::{Authorizer, Unauthorized};
 use crate::cert_info::CertInfo;
 use crate::spiffe_bundles::SpiffeBundles;
 use crate::spiffe_id::SpiffeId;
 use crate::svid::SvidError;
+use crate::trust_bundle::{AnchorRejection, TrustBundle};
 
 /// A verified peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,19 +80,115 @@ pub enum VerifyError {
     },
     /// The chain does not verify against the trust domain's bundle.
     #[error(
-        "certificate chain of {id} does not verify against the {trust_domain:?} bundle: {detail}"
+        "certificate chain of {id} (serial {serial}) does not verify against the {trust_domain:?} bundle: {detail}"
     )]
     Chain {
         /// The peer's claimed ID.
         id: String,
+        /// The serial of the peer's leaf (lowercase hex).
+        serial: String,
         /// Its trust domain.
         trust_domain: String,
+        /// What failed, in one word (selects the TLS alert).
+        failure: ChainFailure,
         /// The chain verifier's reason.
         detail: String,
+    },
+    /// The server's DNS-name certificate does not verify against the roots
+    /// (the `service-dns` flow).
+    #[error("server certificate (serial {serial}) does not verify against the roots: {detail}")]
+    DnsChain {
+        /// The serial of the server's leaf (lowercase hex), if it parsed.
+        serial: String,
+        /// What failed, in one word (selects the TLS alert).
+        failure: ChainFailure,
+        /// The chain verifier's reason.
+        detail: String,
+    },
+    /// The DNS roots have not loaded yet (fail closed).
+    #[error("no DNS trust roots are loaded yet ({what})")]
+    RootsNotLoaded {
+        /// The roots' store.
+        what: String,
     },
     /// Verified but not allowed.
     #[error(transparent)]
     Unauthorized(#[from] Unauthorized),
+}
+
+/// The class of a chain failure: it selects the TLS alert the peer receives
+/// (`certificate_expired`, `unknown_ca`, `bad_certificate`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ChainFailure {
+    /// The leaf, an intermediate or the anchor is past its validity window.
+    Expired,
+    /// The leaf, an intermediate or the anchor is not valid yet.
+    NotYetValid,
+    /// No path to an anchor of the bundle.
+    UnknownIssuer,
+    /// A signature in the chain does not verify.
+    BadSignature,
+    /// The leaf is not valid for the expected usage (EKU) or the name.
+    WrongUsage,
+    /// A certificate could not be parsed, or violates a constraint (basic
+    /// constraints, path length, name constraints).
+    BadCertificate,
+}
+
+impl ChainFailure {
+    fn of(e: &webpki::Error) -> Self {
+        use webpki::Error as E;
+        #[allow(deprecated)]
+        match e {
+            E::CertExpired { .. } | E::InvalidCertValidity => ChainFailure::Expired,
+            E::CertNotValidYet { .. } => ChainFailure::NotYetValid,
+            E::UnknownIssuer => ChainFailure::UnknownIssuer,
+            E::InvalidSignatureForPublicKey
+            | E::UnsupportedSignatureAlgorithm
+            | E::UnsupportedSignatureAlgorithmContext(_)
+            | E::UnsupportedSignatureAlgorithmForPublicKey
+            | E::UnsupportedSignatureAlgorithmForPublicKeyContext(_)
+            | E::SignatureAlgorithmMismatch => ChainFailure::BadSignature,
+            E::RequiredEkuNotFound
+            | E::RequiredEkuNotFoundContext(_)
+            | E::EmptyEkuExtension
+            | E::CertNotValidForName(_) => ChainFailure::WrongUsage,
+            _ => ChainFailure::BadCertificate,
+        }
+    }
+
+    /// The rustls certificate error (and so the TLS alert) for this failure.
+    pub fn certificate_error(self) -> CertificateError {
+        match self {
+            ChainFailure::Expired => CertificateError::Expired,
+            ChainFailure::NotYetValid => CertificateError::NotValidYet,
+            ChainFailure::UnknownIssuer => CertificateError::UnknownIssuer,
+            ChainFailure::BadSignature => CertificateError::BadSignature,
+            ChainFailure::WrongUsage => CertificateError::InvalidPurpose,
+            ChainFailure::BadCertificate => CertificateError::BadEncoding,
+        }
+    }
+}
+
+impl VerifyError {
+    /// The rustls certificate error this rejection is reported as, which
+    /// selects the TLS alert the peer receives: `certificate_expired`,
+    /// `unknown_ca`, `bad_certificate`, `decrypt_error`,
+    /// `unsupported_certificate`, `access_denied` for an unauthorized ID,
+    /// `certificate_required` is rustls' own for a missing certificate.
+    pub fn certificate_error(&self) -> CertificateError {
+        match self {
+            VerifyError::NoCertificate | VerifyError::Svid(_) => CertificateError::BadEncoding,
+            VerifyError::UnknownTrustDomain { .. }
+            | VerifyError::BundleNotLoaded { .. }
+            | VerifyError::RootsNotLoaded { .. } => CertificateError::UnknownIssuer,
+            VerifyError::Chain { failure, .. } | VerifyError::DnsChain { failure, .. } => {
+                failure.certificate_error()
+            }
+            VerifyError::Unauthorized(_) => CertificateError::ApplicationVerificationFailure,
+        }
+    }
 }
 
 /// Verifies a SPIFFE peer and authorizes it.
@@ -101,30 +207,109 @@ pub fn verify_spiffe_peer(
         .map_err(|e| VerifyError::Svid(SvidError::Malformed(e.to_string())))?;
     let id = crate::svid::validate_svid_leaf(&leaf)?;
     let bundle = bundles.current(id.trust_domain())?;
-    verify_chain(end_entity, intermediates, &bundle, role, now).map_err(|detail| {
+    let usage = match role {
+        PeerRole::Server => webpki::KeyUsage::server_auth(),
+        PeerRole::Client => webpki::KeyUsage::client_auth(),
+    };
+    let mut certificate = CertInfo::from_parsed(&leaf);
+    verify_chain(end_entity, intermediates, &bundle, usage, now).map_err(|(failure, detail)| {
         VerifyError::Chain {
             id: id.to_string(),
+            serial: certificate.serial.clone(),
             trust_domain: id.trust_domain().to_string(),
+            failure,
             detail,
         }
     })?;
     authorizer.authorize(&id)?;
-    let mut certificate = CertInfo::from_parsed(&leaf);
     certificate.spiffe_id = Some(id);
     Ok(PeerIdentity { certificate })
 }
 
+/// Verifies a server certificate for `server_name` against DNS trust roots
+/// (the `service-dns` flow): the chain as in [`verify_spiffe_peer`] (anchor
+/// validity and path length included), the serverAuth EKU, and the name.
+///
+/// # Errors
+/// [`VerifyError::DnsChain`].
+pub fn verify_dns_server(
+    end_entity: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+    server_name: &ServerName<'_>,
+    roots: &TrustBundle,
+    now: UnixTime,
+) -> Result<PeerIdentity, VerifyError> {
+    let certificate = CertInfo::from_der(end_entity);
+    let serial = certificate
+        .as_ref()
+        .map(|c| c.serial.clone())
+        .unwrap_or_default();
+    let fail = |(failure, detail)| VerifyError::DnsChain {
+        serial: serial.clone(),
+        failure,
+        detail,
+    };
+    verify_chain(
+        end_entity,
+        intermediates,
+        roots,
+        webpki::KeyUsage::server_auth(),
+        now,
+    )
+    .map_err(fail)?;
+    let ee = webpki::EndEntityCert::try_from(end_entity)
+        .map_err(|e| fail((ChainFailure::of(&e), e.to_string())))?;
+    ee.verify_is_valid_for_subject_name(server_name)
+        .map_err(|e| fail((ChainFailure::of(&e), e.to_string())))?;
+    let certificate = certificate.map_err(|e| fail((ChainFailure::BadCertificate, e)))?;
+    Ok(PeerIdentity { certificate })
+}
+
+/// WebPKI path building against `bundle`, with the bundle's anchor rules
+/// applied to every candidate path (a rejected path lets WebPKI try
+/// another).
 fn verify_chain(
     end_entity: &CertificateDer<'_>,
     intermediates: &[CertificateDer<'_>],
-    bundle: &crate::trust_bundle::TrustBundle,
-    role: PeerRole,
+    bundle: &TrustBundle,
+    usage: webpki::KeyUsage,
     now: UnixTime,
-) -> Result<(), String> {
-    let ee = webpki::EndEntityCert::try_from(end_entity).map_err(|e| format!("{e:?}"))?;
-    let usage = match role {
-        PeerRole::Server => webpki::KeyUsage::server_auth(),
-        PeerRole::Client => webpki::KeyUsage::client_auth(),
+) -> Result<(), (ChainFailure, String)> {
+    let ee = webpki::EndEntityCert::try_from(end_entity)
+        .map_err(|e| (ChainFailure::BadCertificate, e.to_string()))?;
+    // The last anchor rule that refused a path, to name it in the error.
+    let refused: Cell<Option<AnchorRejection>> = Cell::new(None);
+    let anchor_rules = |path: &webpki::VerifiedPath<'_>| {
+        let intermediates = path.intermediate_certificates().count();
+        bundle
+            .check_path(path.anchor(), intermediates, now)
+            .map_err(|rejection| {
+                let e = match rejection {
+                    AnchorRejection::OutsideValidity { not_after, .. }
+                        if now.as_secs() > not_after =>
+                    {
+                        webpki::Error::CertExpired {
+                            time: now,
+                            not_after: UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+                                not_after,
+                            )),
+                        }
+                    }
+                    AnchorRejection::OutsideValidity { not_before, .. } => {
+                        webpki::Error::CertNotValidYet {
+                            time: now,
+                            not_before: UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+                                not_before,
+                            )),
+                        }
+                    }
+                    AnchorRejection::PathTooLong { .. } | AnchorRejection::NotInBundle => {
+                        webpki::Error::PathLenConstraintViolated
+                    }
+                };
+                refused.set(Some(rejection));
+                e
+            })
     };
     ee.verify_for_usage(
         crate::provider().signature_verification_algorithms.all,
@@ -133,10 +318,16 @@ fn verify_chain(
         now,
         usage,
         None,
-        None,
+        Some(&anchor_rules),
     )
     .map(|_| ())
-    .map_err(|e| format!("{e}"))
+    .map_err(|e| {
+        let failure = ChainFailure::of(&e);
+        match refused.take() {
+            Some(rejection) => (failure, format!("{e} ({rejection})")),
+            None => (failure, e.to_string()),
+        }
+    })
 }
 
 /// The outcome of client authentication on a server connection.

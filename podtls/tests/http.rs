@@ -33,7 +33,7 @@ struct Setup {
     _client_vol: Volume,
     _pods: (PodTls, PodTls),
     server_tls: ServerTls,
-    client_cfg: std::sync::Arc<rustls::ClientConfig>,
+    client_cfg: ClientTls,
 }
 
 fn setup(alpn: &[&[u8]]) -> Setup {

@@ -20,7 +20,7 @@ struct Traffic {
 }
 
 impl Traffic {
-    fn start(addr: std::net::SocketAddr, cfg: Arc<rustls::ClientConfig>, workers: usize) -> Self {
+    fn start(addr: std::net::SocketAddr, cfg: podtls::ClientTls, workers: usize) -> Self {
         let results = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let tasks = (0..workers)

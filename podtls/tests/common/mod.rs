@@ -194,8 +194,17 @@ pub struct Seen {
     pub resumed: bool,
 }
 
-/// Connects, handshakes, reads the server's line.
-pub async fn connect(
+/// Connects through podtls' handshake path (`ClientTls::connect`),
+/// handshakes, reads the server's line.
+pub async fn connect(addr: SocketAddr, tls: ClientTls, server_name: &str) -> Result<Seen, String> {
+    let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let name = rustls::pki_types::ServerName::try_from(server_name.to_string()).unwrap();
+    let stream = tls.connect(name, tcp).await.map_err(|e| e.to_string())?;
+    read_line(stream).await
+}
+
+/// Connects with a plain tokio-rustls connector over `config`.
+pub async fn connect_raw(
     addr: SocketAddr,
     config: Arc<rustls::ClientConfig>,
     server_name: &str,
@@ -203,10 +212,14 @@ pub async fn connect(
     let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     let connector = tokio_rustls::TlsConnector::from(config);
     let name = rustls::pki_types::ServerName::try_from(server_name.to_string()).unwrap();
-    let mut tls = connector
+    let stream = connector
         .connect(name, tcp)
         .await
         .map_err(|e| e.to_string())?;
+    read_line(stream).await
+}
+
+async fn read_line(mut tls: tokio_rustls::client::TlsStream<TcpStream>) -> Result<Seen, String> {
     let (_, conn) = tls.get_ref();
     let server_serial = conn
         .peer_certificates()
@@ -238,7 +251,7 @@ pub fn path_str(p: &Path) -> String {
 pub struct Fixture {
     pub addr: std::net::SocketAddr,
     pub stats: Arc<ServeStats>,
-    pub client: Arc<rustls::ClientConfig>,
+    pub client: ClientTls,
     pub stop: tokio::sync::oneshot::Sender<()>,
     pub task: tokio::task::JoinHandle<()>,
 }

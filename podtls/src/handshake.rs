@@ -1,0 +1,263 @@
+//! podtls' own handshake path, on both sides: a deadline for the whole
+//! handshake, the configuration of the current generation (resumption on,
+//! see [`crate::session`]), the peer of every *resumed* handshake verified
+//! again as a full handshake would verify it now, and rejections reported
+//! with their reason.
+//!
+//! Verifiers run inside rustls, which reduces a rejection to a TLS alert. The
+//! handshake future therefore runs in a task-local scope into which the
+//! verifiers record the typed [`VerifyError`]; the caller gets it back as
+//! [`HandshakeError::Rejected`] and the server logs it (rate-limited) with
+//! the peer's address.
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rustls::HandshakeKind;
+use rustls_pki_types::{ServerName, UnixTime};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::config::{ClientTls, ServerTls};
+use crate::verify::{PeerAuth, VerifyError};
+
+/// Why a handshake did not produce a usable connection.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandshakeError {
+    /// The handshake did not complete within the deadline.
+    #[error("TLS handshake did not complete within {0:?}")]
+    TimedOut(Duration),
+    /// The peer's certificate was rejected during a full handshake (the peer
+    /// received the matching TLS alert).
+    #[error("peer certificate rejected: {0}")]
+    Rejected(Arc<VerifyError>),
+    /// A resumed session's peer no longer verifies now (anchor retired, leaf
+    /// expired, authorizer changed). The connection was closed and every
+    /// cached session dropped: a new connection does a full handshake.
+    #[error("resumed session refused, its peer no longer verifies: {0}")]
+    ResumedPeerRejected(Arc<VerifyError>),
+    /// Any other TLS or I/O failure.
+    #[error("TLS handshake failed: {0}")]
+    Tls(#[source] std::io::Error),
+}
+
+impl HandshakeError {
+    /// The verification failure, for the two rejection variants.
+    pub fn rejection(&self) -> Option<&VerifyError> {
+        match self {
+            HandshakeError::Rejected(e) | HandshakeError::ResumedPeerRejected(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<HandshakeError> for std::io::Error {
+    fn from(e: HandshakeError) -> Self {
+        let kind = match &e {
+            HandshakeError::TimedOut(_) => std::io::ErrorKind::TimedOut,
+            HandshakeError::Tls(io) => io.kind(),
+            _ => std::io::ErrorKind::InvalidData,
+        };
+        std::io::Error::new(kind, e)
+    }
+}
+
+tokio::task_local! {
+    /// The rejection a verifier recorded during the handshake being polled.
+    static REJECTION: RefCell<Option<VerifyError>>;
+}
+
+/// Called by the verifiers: hands a rejection to podtls' handshake path, or,
+/// outside it (an acceptor of the application's own), logs it.
+pub(crate) fn record_rejection(error: &VerifyError) {
+    let recorded = REJECTION
+        .try_with(|slot| *slot.borrow_mut() = Some(error.clone()))
+        .is_ok();
+    if !recorded {
+        log_rejection(None, error);
+    }
+}
+
+/// Runs a handshake future with a deadline, collecting a verifier's typed
+/// rejection.
+async fn run<T>(
+    deadline: Duration,
+    handshake: impl std::future::Future<Output = std::io::Result<T>>,
+) -> Result<T, HandshakeError> {
+    REJECTION
+        .scope(RefCell::new(None), async move {
+            let outcome = tokio::time::timeout(deadline, handshake).await;
+            let rejected = REJECTION.with(|slot| slot.borrow_mut().take());
+            match (outcome, rejected) {
+                (Err(_), _) => Err(HandshakeError::TimedOut(deadline)),
+                (Ok(Ok(stream)), _) => Ok(stream),
+                (Ok(Err(_)), Some(e)) => Err(HandshakeError::Rejected(Arc::new(e))),
+                (Ok(Err(e)), None) => Err(HandshakeError::Tls(e)),
+            }
+        })
+        .await
+}
+
+impl ServerTls {
+    /// Performs the server side of a TLS handshake on `io` with the
+    /// configured deadline, and reports who the client is.
+    ///
+    /// This is the path [`crate::serve`] and [`crate::http::serve_http`] take;
+    /// an acceptor of your own should take it too. It resumes sessions
+    /// (unless disabled) and verifies the client of every resumed session
+    /// again, now: in required mode a client that no longer verifies is
+    /// refused, in optional mode it is reported as [`PeerAuth::Rejected`].
+    ///
+    /// # Errors
+    /// [`HandshakeError`]: deadline, rejected client certificate (full or
+    /// resumed handshake), other TLS failures.
+    pub async fn accept<IO>(
+        &self,
+        io: IO,
+    ) -> Result<(tokio_rustls::server::TlsStream<IO>, PeerAuth), HandshakeError>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        let config = self.handshake_config();
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let stream = run(self.handshake_timeout(), acceptor.accept(io)).await?;
+        let conn = stream.get_ref().1;
+        let peer = self.peer_auth(conn);
+        if conn.handshake_kind() == Some(HandshakeKind::Resumed) {
+            if let (PeerAuth::Rejected(e), true) = (&peer, self.client_auth_required()) {
+                self.purge_sessions();
+                return Err(HandshakeError::ResumedPeerRejected(e.clone()));
+            }
+        }
+        Ok((stream, peer))
+    }
+}
+
+impl ClientTls {
+    /// Performs the client side of a TLS handshake on `io` for `server_name`
+    /// with the configured deadline.
+    ///
+    /// Sessions are resumed (unless disabled), and the server of every
+    /// resumed session is verified again, now, against the current bundles
+    /// and authorizer; one that no longer verifies is refused and every
+    /// cached session dropped, so the next connection does a full handshake
+    /// ([`crate::http::HttpsConnector`] retries it at once).
+    ///
+    /// # Errors
+    /// [`HandshakeError`]: deadline, rejected server certificate (full or
+    /// resumed handshake), other TLS failures.
+    pub async fn connect<IO>(
+        &self,
+        server_name: ServerName<'static>,
+        io: IO,
+    ) -> Result<tokio_rustls::client::TlsStream<IO>, HandshakeError>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        let config = self.handshake_config();
+        let connector = tokio_rustls::TlsConnector::from(config);
+        let stream = run(
+            self.handshake_timeout(),
+            connector.connect(server_name.clone(), io),
+        )
+        .await?;
+        let conn = stream.get_ref().1;
+        if conn.handshake_kind() == Some(HandshakeKind::Resumed) {
+            let chain = conn.peer_certificates().unwrap_or_default();
+            let verdict = match chain.split_first() {
+                Some((leaf, intermediates)) => {
+                    self.verify_server(leaf, intermediates, &server_name, UnixTime::now())
+                }
+                None => Err(VerifyError::NoCertificate),
+            };
+            if let Err(e) = verdict {
+                self.purge_sessions();
+                return Err(HandshakeError::ResumedPeerRejected(Arc::new(e)));
+            }
+        }
+        Ok(stream)
+    }
+}
+
+/// At most this many rejection warnings per [`LOG_WINDOW`]; the rest are
+/// counted and reported with the next warning that is let through.
+const LOG_BURST: u32 = 10;
+const LOG_WINDOW: Duration = Duration::from_secs(10);
+
+/// A fixed-window limit on log lines.
+#[derive(Debug)]
+pub(crate) struct LogLimit {
+    /// (window start, lines in the window, lines suppressed since the last one logged)
+    state: Mutex<Option<(Instant, u32, u64)>>,
+}
+
+impl LogLimit {
+    pub(crate) const fn new() -> Self {
+        LogLimit {
+            state: Mutex::new(None),
+        }
+    }
+
+    /// `Some(suppressed before this one)` if a line may be logged at `now`.
+    pub(crate) fn admit(&self, now: Instant) -> Option<u64> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let (start, lines, suppressed) = state.get_or_insert((now, 0, 0));
+        if now.duration_since(*start) >= LOG_WINDOW {
+            (*start, *lines) = (now, 0);
+        }
+        if *lines >= LOG_BURST {
+            *suppressed += 1;
+            return None;
+        }
+        *lines += 1;
+        Some(std::mem::take(suppressed))
+    }
+}
+
+static REJECTIONS: LogLimit = LogLimit::new();
+
+/// Logs a rejected peer at warn, rate-limited: the reason, the peer's
+/// address when known, its SPIFFE ID and serial when the error names them.
+pub(crate) fn log_rejection(remote: Option<SocketAddr>, error: &VerifyError) {
+    let Some(suppressed) = REJECTIONS.admit(Instant::now()) else {
+        return;
+    };
+    let (id, serial) = match error {
+        VerifyError::Chain { id, serial, .. } => (Some(id.as_str()), Some(serial.as_str())),
+        VerifyError::DnsChain { serial, .. } => (None, Some(serial.as_str())),
+        VerifyError::Unauthorized(u) => (Some(u.id.as_str()), None),
+        _ => (None, None),
+    };
+    tracing::warn!(
+        remote = remote.map(tracing::field::display),
+        spiffe_id = id,
+        serial,
+        suppressed,
+        error = %error,
+        "podtls: peer certificate rejected"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_limit_admits_a_burst_per_window_and_counts_the_rest() {
+        let limit = LogLimit::new();
+        let t0 = Instant::now();
+        for _ in 0..LOG_BURST {
+            assert_eq!(limit.admit(t0), Some(0));
+        }
+        assert_eq!(limit.admit(t0 + Duration::from_secs(1)), None);
+        assert_eq!(limit.admit(t0 + Duration::from_secs(2)), None);
+        assert_eq!(
+            limit.admit(t0 + LOG_WINDOW),
+            Some(2),
+            "the next window reports what was suppressed"
+        );
+        assert_eq!(limit.admit(t0 + LOG_WINDOW), Some(0));
+    }
+}
