@@ -8,7 +8,7 @@ use common::*;
 use podtls::test_util::{CertAuthority, KeyType, LeafSpec};
 use podtls::{
     parse_spiffe_id, parse_trust_domain, Authorizer, ClientAuth, ClientTls, Credentials, LeafKind,
-    Origin, ServerAuth, ServerTls, SpiffeBundles, Store, TrustBundle,
+    Origin, ServerAuth, ServerTls, SpiffeBundles, Store,
 };
 
 fn creds_store(issued: &podtls::test_util::Issued) -> Store<Credentials> {
@@ -20,14 +20,6 @@ fn creds_store(issued: &podtls::test_util::Issued) -> Store<Credentials> {
     )
     .unwrap();
     Store::fixed("creds", c)
-}
-
-fn bundle_store(cas: &[&CertAuthority]) -> Store<TrustBundle> {
-    let pem: String = cas.iter().map(|c| c.cert_pem().to_string()).collect();
-    Store::fixed(
-        "bundle",
-        TrustBundle::from_pem(pem.as_bytes(), &Origin::memory("bundle")).unwrap(),
-    )
 }
 
 fn bundles(pairs: &[(&str, &[&CertAuthority])]) -> SpiffeBundles {

@@ -303,3 +303,12 @@ pub async fn fixture(handshake_timeout: Duration) -> Fixture {
         task,
     }
 }
+
+/// A fixed trust bundle of these CAs.
+pub fn bundle_store(cas: &[&CertAuthority]) -> Store<TrustBundle> {
+    let pem: String = cas.iter().map(|c| c.cert_pem().to_string()).collect();
+    Store::fixed(
+        "bundle",
+        TrustBundle::from_pem(pem.as_bytes(), &Origin::memory("bundle")).unwrap(),
+    )
+}
