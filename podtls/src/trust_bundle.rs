@@ -120,31 +120,20 @@ impl TrustBundle {
         intermediates: usize,
         now: UnixTime,
     ) -> Result<(), AnchorRejection> {
-        let limits = self
-            .anchors
-            .iter()
-            .position(|a| {
-                a.subject == anchor.subject
-                    && a.subject_public_key_info == anchor.subject_public_key_info
-            })
-            .map(|i| self.limits[i])
-            .ok_or(AnchorRejection::NotInBundle)?;
-        let now = now.as_secs();
-        if now < limits.not_before || now > limits.not_after {
-            return Err(AnchorRejection::OutsideValidity {
-                not_before: limits.not_before,
-                not_after: limits.not_after,
-            });
-        }
-        match limits.max_intermediates {
-            Some(allowed) if intermediates as u64 > u64::from(allowed) => {
-                Err(AnchorRejection::PathTooLong {
-                    intermediates,
-                    allowed,
-                })
+        // Two certificates of one key and name (a CA re-issued with another
+        // validity) make equal anchors: the path is fine if either allows it.
+        let mut verdict = Err(AnchorRejection::NotInBundle);
+        for (a, limits) in self.anchors.iter().zip(&self.limits) {
+            if a.subject == anchor.subject
+                && a.subject_public_key_info == anchor.subject_public_key_info
+            {
+                verdict = limits.allow(intermediates, now.as_secs());
+                if verdict.is_ok() {
+                    break;
+                }
             }
-            _ => Ok(()),
         }
+        verdict
     }
 
     /// The CA certificates.
@@ -169,6 +158,24 @@ impl TrustBundle {
 }
 
 impl AnchorLimits {
+    fn allow(&self, intermediates: usize, now: u64) -> Result<(), AnchorRejection> {
+        if now < self.not_before || now > self.not_after {
+            return Err(AnchorRejection::OutsideValidity {
+                not_before: self.not_before,
+                not_after: self.not_after,
+            });
+        }
+        match self.max_intermediates {
+            Some(allowed) if intermediates as u64 > u64::from(allowed) => {
+                Err(AnchorRejection::PathTooLong {
+                    intermediates,
+                    allowed,
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn of(cert: &CertificateDer<'_>) -> Result<Self, String> {
         let (_, parsed) = x509_parser::parse_x509_certificate(cert).map_err(|e| e.to_string())?;
         let validity = parsed.validity();

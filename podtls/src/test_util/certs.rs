@@ -165,6 +165,46 @@ impl Issued {
     }
 }
 
+/// The shape of a CA certificate (validity, path length, key).
+#[derive(Debug, Clone)]
+pub struct CaSpec {
+    /// Key type of the CA.
+    pub key_type: KeyType,
+    /// Start of validity (default: an hour ago).
+    pub not_before: SystemTime,
+    /// End of validity (default: in ten days).
+    pub not_after: SystemTime,
+    /// `pathLenConstraint` (default: none).
+    pub path_len: Option<u8>,
+}
+
+impl Default for CaSpec {
+    fn default() -> Self {
+        let now = SystemTime::now();
+        CaSpec {
+            key_type: KeyType::EcdsaP256,
+            not_before: now - Duration::from_secs(3600),
+            not_after: now + Duration::from_secs(10 * 24 * 3600),
+            path_len: None,
+        }
+    }
+}
+
+impl CaSpec {
+    /// Sets the validity window.
+    pub fn validity(mut self, not_before: SystemTime, not_after: SystemTime) -> Self {
+        self.not_before = not_before;
+        self.not_after = not_after;
+        self
+    }
+
+    /// Sets the `pathLenConstraint`.
+    pub fn path_len(mut self, max_intermediates: u8) -> Self {
+        self.path_len = Some(max_intermediates);
+        self
+    }
+}
+
 /// A certificate authority (root or intermediate).
 pub struct CertAuthority {
     issuer: Issuer<'static, KeyPair>,
@@ -191,8 +231,22 @@ impl CertAuthority {
     /// # Panics
     /// If generation fails (test helper).
     pub fn with_key(name: &str, key_type: KeyType) -> Self {
-        let params = ca_params(name);
-        let key = key_type.generate();
+        Self::root(
+            name,
+            &CaSpec {
+                key_type,
+                ..CaSpec::default()
+            },
+        )
+    }
+
+    /// A self-signed root of the given shape.
+    ///
+    /// # Panics
+    /// If generation fails (test helper).
+    pub fn root(name: &str, spec: &CaSpec) -> Self {
+        let params = ca_params(name, spec);
+        let key = spec.key_type.generate();
         let cert = params.self_signed(&key).expect("self-sign CA");
         CertAuthority {
             cert_pem: cert.pem(),
@@ -207,8 +261,16 @@ impl CertAuthority {
     /// # Panics
     /// If signing fails (test helper).
     pub fn intermediate(&self, name: &str) -> CertAuthority {
-        let params = ca_params(name);
-        let key = KeyType::EcdsaP256.generate();
+        self.intermediate_with(name, &CaSpec::default())
+    }
+
+    /// An intermediate CA of the given shape, signed by this one.
+    ///
+    /// # Panics
+    /// If signing fails (test helper).
+    pub fn intermediate_with(&self, name: &str, spec: &CaSpec) -> CertAuthority {
+        let params = ca_params(name, spec);
+        let key = spec.key_type.generate();
         let cert = params
             .signed_by(&key, &self.issuer)
             .expect("sign intermediate");
@@ -286,20 +348,22 @@ impl CertAuthority {
     }
 }
 
-fn ca_params(name: &str) -> CertificateParams {
+fn ca_params(name: &str, spec: &CaSpec) -> CertificateParams {
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, name);
     params.distinguished_name = dn;
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.is_ca = IsCa::Ca(match spec.path_len {
+        Some(n) => BasicConstraints::Constrained(n),
+        None => BasicConstraints::Unconstrained,
+    });
     params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    let now = SystemTime::now();
-    params.not_before = to_offset(now - Duration::from_secs(3600));
-    params.not_after = to_offset(now + Duration::from_secs(10 * 24 * 3600));
+    params.not_before = to_offset(spec.not_before);
+    params.not_after = to_offset(spec.not_after);
     params.serial_number = Some(next_serial());
     params
 }

@@ -8,4 +8,4 @@ mod atomic_writer;
 mod certs;
 
 pub use atomic_writer::AtomicWriter;
-pub use certs::{CertAuthority, Issued, KeyType, LeafSpec};
+pub use certs::{CaSpec, CertAuthority, Issued, KeyType, LeafSpec};
