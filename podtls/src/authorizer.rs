@@ -36,6 +36,9 @@ pub struct Unauthorized {
     pub id: String,
     /// The policy that rejected it.
     pub policy: String,
+    /// The serial of the rejected peer's leaf, when the check was part of
+    /// verifying a certificate (lowercase hex).
+    pub serial: Option<String>,
 }
 
 impl Authorizer {
@@ -126,6 +129,7 @@ impl Authorizer {
             Err(Unauthorized {
                 id: id.to_string(),
                 policy: self.to_string(),
+                serial: None,
             })
         }
     }

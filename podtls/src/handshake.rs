@@ -227,13 +227,13 @@ pub(crate) fn log_rejection(remote: Option<SocketAddr>, error: &VerifyError) {
     let (id, serial) = match error {
         VerifyError::Chain { id, serial, .. } => (Some(id.as_str()), Some(serial.as_str())),
         VerifyError::DnsChain { serial, .. } => (None, Some(serial.as_str())),
-        VerifyError::Unauthorized(u) => (Some(u.id.as_str()), None),
+        VerifyError::Unauthorized(u) => (Some(u.id.as_str()), u.serial.as_deref()),
         _ => (None, None),
     };
     tracing::warn!(
         remote = remote.map(tracing::field::display),
-        spiffe_id = id,
-        serial,
+        spiffe_id = id.map(tracing::field::display),
+        serial = serial.map(tracing::field::display),
         suppressed,
         error = %error,
         "podtls: peer certificate rejected"

@@ -221,7 +221,10 @@ pub fn verify_spiffe_peer(
             detail,
         }
     })?;
-    authorizer.authorize(&id)?;
+    authorizer.authorize(&id).map_err(|mut u| {
+        u.serial = Some(certificate.serial.clone());
+        u
+    })?;
     certificate.spiffe_id = Some(id);
     Ok(PeerIdentity { certificate })
 }

@@ -312,3 +312,17 @@ pub fn bundle_store(cas: &[&CertAuthority]) -> Store<TrustBundle> {
         TrustBundle::from_pem(pem.as_bytes(), &Origin::memory("bundle")).unwrap(),
     )
 }
+
+/// Fixed credentials from an issued leaf (loaded as of now).
+pub fn bundle_creds(issued: &Issued) -> Store<podtls::Credentials> {
+    Store::fixed(
+        "creds",
+        podtls::Credentials::from_bundle_pem(
+            issued.bundle_pem().as_bytes(),
+            &Origin::memory("creds"),
+            LeafKind::Any,
+            std::time::SystemTime::now(),
+        )
+        .unwrap(),
+    )
+}
