@@ -88,7 +88,7 @@ pub use crate::config::{
     ClientAuth, ClientTls, ClientTlsBuilder, ServerAuth, ServerTls, ServerTlsBuilder,
 };
 pub use crate::credentials::{provider, Credentials, LeafKind};
-pub use crate::error::{Error, Origin};
+pub use crate::error::{Error, FileKind, Origin};
 pub use crate::file_watch::FileWatch;
 pub use crate::pod_tls::{PodTls, PodTlsBuilder};
 pub use crate::resolver::CredentialResolver;

@@ -25,6 +25,8 @@ use sha2::{Digest, Sha256};
 use crate::error::Error;
 use crate::store::{Health, Material, Store, Summary};
 
+mod read;
+
 /// Timing knobs of the reloader.
 #[derive(Debug, Clone, Copy)]
 pub struct ReloadTiming {
@@ -35,7 +37,13 @@ pub struct ReloadTiming {
     pub settle: Duration,
     /// Warn when a certificate has used this fraction of its lifetime.
     pub renewal_warning_fraction: f64,
+    /// Refuse a source file larger than this many bytes
+    /// ([`Error::TooLarge`](crate::Error::TooLarge)); at most one byte more
+    /// than this is ever read. Default 4 MiB, far above any PEM bundle.
+    pub max_file_size: u64,
 }
+
+const DEFAULT_MAX_FILE_SIZE: u64 = 4 * 1024 * 1024;
 
 impl Default for ReloadTiming {
     fn default() -> Self {
@@ -43,6 +51,7 @@ impl Default for ReloadTiming {
             poll_interval: Duration::from_secs(30),
             settle: Duration::from_millis(100),
             renewal_warning_fraction: 0.8,
+            max_file_size: DEFAULT_MAX_FILE_SIZE,
         }
     }
 }
@@ -81,8 +90,9 @@ impl<T: Material> FileSource<T> {
 /// Object-safe view of a [`FileSource`] for the reload loop.
 pub(crate) trait Reload: Send {
     fn paths(&self) -> &[PathBuf];
-    /// Reads and, if changed and valid, publishes. Errors are returned, not reported.
-    fn reload(&mut self, now: SystemTime) -> Result<(), Error>;
+    /// Reads (refusing files over `max_file_size` bytes) and, if changed and
+    /// valid, publishes. Errors are returned, not reported.
+    fn reload(&mut self, now: SystemTime, max_file_size: u64) -> Result<(), Error>;
     fn report(&mut self, error: Error, now: SystemTime);
     fn pending_until(&mut self) -> &mut Option<Instant>;
     fn check_health(&mut self, now: SystemTime, warn_at: f64);
@@ -93,8 +103,8 @@ impl<T: Material> Reload for FileSource<T> {
         &self.paths
     }
 
-    fn reload(&mut self, now: SystemTime) -> Result<(), Error> {
-        let contents = read_consistent(&self.paths)?;
+    fn reload(&mut self, now: SystemTime, max_file_size: u64) -> Result<(), Error> {
+        let contents = read::read_consistent(&self.paths, max_file_size)?;
         let hash = hash_contents(&contents);
         if self.last_ok && self.last_hash == Some(hash) {
             return Ok(());
@@ -174,36 +184,6 @@ fn log_published(name: &str, summary: &Summary) {
     }
 }
 
-/// Reads every path so that all of them come from one generation of an
-/// atomically written volume: the fully resolved paths (through `..data`) are
-/// taken before and after the reads, and the reads are retried if a swap
-/// happened in between.
-fn read_consistent(paths: &[PathBuf]) -> Result<Vec<Vec<u8>>, Error> {
-    let resolve = || -> Vec<Option<PathBuf>> {
-        paths
-            .iter()
-            .map(|p| std::fs::canonicalize(p).ok())
-            .collect()
-    };
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let before = resolve();
-        let read: Result<Vec<Vec<u8>>, Error> = paths
-            .iter()
-            .map(|p| {
-                std::fs::read(p).map_err(|source| Error::Read {
-                    path: p.clone(),
-                    source,
-                })
-            })
-            .collect();
-        if attempt >= 5 || before == resolve() {
-            return read;
-        }
-    }
-}
-
 fn hash_contents(contents: &[Vec<u8>]) -> [u8; 32] {
     let mut h = Sha256::new();
     for c in contents {
@@ -233,7 +213,7 @@ impl Reloader {
     ) -> Result<Self, Error> {
         let now = SystemTime::now();
         for s in sources.iter_mut() {
-            if let Err(e) = s.reload(now) {
+            if let Err(e) = s.reload(now, timing.max_file_size) {
                 s.report(e, now);
             }
             s.check_health(now, timing.renewal_warning_fraction);
@@ -381,7 +361,7 @@ impl Engine {
         let now = SystemTime::now();
         let settle = self.timing.settle;
         for s in self.sources.iter_mut() {
-            match s.reload(now) {
+            match s.reload(now, self.timing.max_file_size) {
                 Ok(()) => *s.pending_until() = None,
                 Err(e) => match trigger {
                     // First failure after a file event: give a non-atomic
@@ -406,7 +386,7 @@ impl Engine {
         for s in self.sources.iter_mut() {
             if s.pending_until().is_some_and(|t| t <= now_i) {
                 *s.pending_until() = None;
-                if let Err(e) = s.reload(now) {
+                if let Err(e) = s.reload(now, self.timing.max_file_size) {
                     s.report(e, now);
                 }
             }
