@@ -124,6 +124,19 @@ pub enum Error {
         limit: u64,
     },
 
+    /// A parser (or the material's [`crate::Material::summary`]) panicked on
+    /// a source's contents: a bug in it. The panic was caught, the previous
+    /// material stays and reloading goes on.
+    #[error("{what}: the parser panicked on {files}: {message}")]
+    ParserPanicked {
+        /// The store being loaded (for example "credentials /var/run/tls/bundle.pem").
+        what: String,
+        /// The files that were being parsed, comma-separated.
+        files: String,
+        /// The panic message, when it was a string.
+        message: String,
+    },
+
     /// The PEM text itself is malformed (bad base64, unterminated block, ...).
     #[error("{origin}: malformed PEM: {detail}")]
     Pem {

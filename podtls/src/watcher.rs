@@ -14,6 +14,7 @@
 //! non-atomic writer (truncate, then write) does not flap the status; the
 //! last good material is kept either way.
 
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -111,10 +112,32 @@ impl<T: Material> Reload for FileSource<T> {
         }
         self.last_hash = Some(hash);
         self.last_ok = false;
-        let value = (self.parse)(&contents, now)?;
+        // A panic in a parser (the application's, for `FileWatch`) or in
+        // `Material::summary` must not kill the reload thread while the
+        // status still reads healthy: it becomes a failed load like any other.
+        // Nothing is published before both have returned.
+        let parse = &self.parse;
+        let store = &self.store;
+        let published = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            let value = parse(&contents, now)?;
+            let summary = value.summary();
+            store.publish(value, now);
+            Ok::<_, Error>(summary)
+        }))
+        .unwrap_or_else(|payload| {
+            Err(Error::ParserPanicked {
+                what: self.store.status().name.to_string(),
+                files: self
+                    .paths
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                message: panic_message(payload.as_ref()),
+            })
+        });
+        let summary = published?;
         self.last_ok = true;
-        let summary = value.summary();
-        self.store.publish(value, now);
         log_published(&self.store.status().name, &summary);
         Ok(())
     }
@@ -162,6 +185,18 @@ impl<T: Material> Reload for FileSource<T> {
                 _ => {}
             }
         }
+    }
+}
+
+/// The message of a panic, when its payload is a string (`panic!` with a
+/// literal gives a `&str`, with arguments a `String`).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(no message: the panic payload is not a string)".to_string()
     }
 }
 

@@ -1,5 +1,5 @@
 //! Hostile things at a watched path: a FIFO, a directory, a socket, a device,
-//! a huge file. Each is refused with an error naming the
+//! a huge file, a parser that panics. Each is refused with an error naming the
 //! path and what is wrong, start-up and the reload thread never block, the
 //! last good material stays, and reloading goes on afterwards.
 //!
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use podtls::test_util::{CertAuthority, Issued};
-use podtls::{Error, FileKind, Material, PodTls, ReloadTiming, Status, Store};
+use podtls::{Error, FileKind, FileWatch, Material, PodTls, ReloadTiming, Status, Store, Summary};
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -54,6 +54,14 @@ fn wait_until<T: Material>(store: &Store<T>, what: &str, cond: impl Fn(&Status) 
         );
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// Replaces `path` atomically (write a sibling, rename it over), so a reader
+/// never sees a half-written file.
+fn replace(path: &Path, contents: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, contents).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
 }
 
 fn mkfifo(path: &Path) {
@@ -250,4 +258,71 @@ fn max_file_size_is_configurable() {
         "{error:?}"
     );
     assert!(!status.is_ready(), "fails closed");
+}
+
+#[derive(Debug, PartialEq)]
+struct Number(u32);
+
+impl Material for Number {
+    fn summary(&self) -> Summary {
+        Summary::Other(format!("number {}", self.0))
+    }
+}
+
+/// A parser with a bug: it panics on input starting with "boom".
+fn buggy_parse(bytes: &[u8]) -> Result<Number, String> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| e.to_string())?
+        .trim();
+    if text == "boom" {
+        panic!("cannot handle boom");
+    }
+    if let Some(rest) = text.strip_prefix("boom ") {
+        panic!("cannot handle {rest:?}");
+    }
+    text.parse()
+        .map(Number)
+        .map_err(|e| format!("not a number: {e}"))
+}
+
+#[test]
+fn a_panicking_parser_is_reported_and_reloading_goes_on() {
+    within_deadline("a panicking parser", || {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("number");
+        std::fs::write(&path, "1").unwrap();
+        let watch = FileWatch::start("number", &path, fast_timing(), buggy_parse).unwrap();
+        let store = watch.store();
+        assert_eq!(*store.current().unwrap(), Number(1));
+
+        // A `&str` panic payload, then a `String` one.
+        for (input, message, next) in [
+            ("boom", "cannot handle boom", 2),
+            ("boom 7", "cannot handle \"7\"", 3),
+        ] {
+            let before = store.status();
+            replace(&path, input);
+            let status = wait_until(store, input, |s| {
+                s.last_attempt != before.last_attempt && s.last_error.is_some()
+            });
+            let error = last_error(&status);
+            assert!(
+                matches!(&*error, Error::ParserPanicked { what, message: m, .. }
+                    if what == "number" && m == message),
+                "{error:?}"
+            );
+            assert!(
+                error.to_string().contains(&path_str(&path)),
+                "names the file: {error}"
+            );
+            assert_eq!(status.generation, before.generation, "last good kept");
+            assert_eq!(store.current().unwrap().0, next - 1);
+
+            // The reload thread survived: a good write is loaded.
+            replace(&path, &next.to_string());
+            let status = wait_until(store, "recovery", |s| s.generation == before.generation + 1);
+            assert!(status.last_error.is_none());
+            assert_eq!(*store.current().unwrap(), Number(next));
+        }
+    });
 }
