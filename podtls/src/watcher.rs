@@ -20,7 +20,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use notify::{EventKind, RecursiveMode, Watcher as _};
+use notify::{EventKind, RecursiveMode, Watcher};
 use sha2::{Digest, Sha256};
 
 use crate::error::Error;
@@ -97,6 +97,8 @@ pub(crate) trait Reload: Send {
     fn report(&mut self, error: Error, now: SystemTime);
     fn pending_until(&mut self) -> &mut Option<Instant>;
     fn check_health(&mut self, now: SystemTime, warn_at: f64);
+    /// Records why file events are not received for this source (`None`: they are).
+    fn set_watch_error(&mut self, error: Option<Error>);
 }
 
 impl<T: Material> Reload for FileSource<T> {
@@ -155,6 +157,10 @@ impl<T: Material> Reload for FileSource<T> {
 
     fn pending_until(&mut self) -> &mut Option<Instant> {
         &mut self.pending_error_until
+    }
+
+    fn set_watch_error(&mut self, error: Option<Error>) {
+        self.store.set_watch_error(error);
     }
 
     fn check_health(&mut self, now: SystemTime, warn_at: f64) {
@@ -228,7 +234,7 @@ fn hash_contents(contents: &[Vec<u8>]) -> [u8; 32] {
     h.finalize().into()
 }
 
-enum Msg {
+pub(crate) enum Msg {
     Fs(notify::Result<notify::Event>),
     ReloadNow,
     Stop,
@@ -240,11 +246,32 @@ pub(crate) struct Reloader {
     thread: Option<JoinHandle<()>>,
 }
 
+/// Creates the directory watcher, whose events go to the given sender. The
+/// seam through which tests make watcher creation or `watch` fail.
+pub(crate) type NewWatcher = fn(mpsc::Sender<Msg>) -> notify::Result<Box<dyn Watcher + Send>>;
+
+/// The platform's watcher (inotify on Linux).
+fn recommended_watcher(tx: mpsc::Sender<Msg>) -> notify::Result<Box<dyn Watcher + Send>> {
+    let watcher = notify::recommended_watcher(move |ev| {
+        let _ = tx.send(Msg::Fs(ev));
+    })?;
+    Ok(Box::new(watcher))
+}
+
 impl Reloader {
     /// Loads every source once (synchronously), then starts watching.
     pub(crate) fn start(
+        sources: Vec<Box<dyn Reload>>,
+        timing: ReloadTiming,
+    ) -> Result<Self, Error> {
+        Self::start_with(sources, timing, recommended_watcher)
+    }
+
+    /// [`Reloader::start`] with the watcher made by `new_watcher`.
+    pub(crate) fn start_with(
         mut sources: Vec<Box<dyn Reload>>,
         timing: ReloadTiming,
+        new_watcher: NewWatcher,
     ) -> Result<Self, Error> {
         let now = SystemTime::now();
         for s in sources.iter_mut() {
@@ -254,30 +281,39 @@ impl Reloader {
             s.check_health(now, timing.renewal_warning_fraction);
         }
         let (tx, rx) = mpsc::channel();
-        let fs_tx = tx.clone();
-        let watcher = notify::recommended_watcher(move |ev| {
-            let _ = fs_tx.send(Msg::Fs(ev));
-        })
-        .map_err(|e| Error::Watch {
-            path: PathBuf::new(),
-            detail: e.to_string(),
-        })?;
         let mut dirs: Vec<WatchedDir> = Vec::new();
+        let mut source_dirs = Vec::new();
         for s in &sources {
+            let mut mine = Vec::new();
             for p in s.paths() {
                 for dir in dirs_to_watch(p) {
-                    if !dirs.iter().any(|d| d.path == dir) {
-                        dirs.push(WatchedDir {
-                            path: dir,
-                            id: None,
-                        });
+                    let i = match dirs.iter().position(|d| d.path == dir) {
+                        Some(i) => i,
+                        None => {
+                            dirs.push(WatchedDir {
+                                path: dir,
+                                id: None,
+                                error: None,
+                            });
+                            dirs.len() - 1
+                        }
+                    };
+                    if !mine.contains(&i) {
+                        mine.push(i);
                     }
                 }
             }
+            source_dirs.push(mine);
         }
+        // A watcher that cannot be created (inotify limits) is not fatal:
+        // `ensure_watches` records why, the periodic re-read finds changes,
+        // and creation is retried on every re-read.
         let mut engine = Engine {
             sources,
-            watcher,
+            source_dirs,
+            watcher: None,
+            new_watcher,
+            events: tx.clone(),
             dirs,
             timing,
         };
@@ -339,11 +375,36 @@ struct WatchedDir {
     path: PathBuf,
     /// (device, inode) of the directory currently watched, if any.
     id: Option<(u64, u64)>,
+    /// Why the directory (which exists) is not watched.
+    error: Option<String>,
+}
+
+impl WatchedDir {
+    /// Records why the directory is not watched (`None`: it is, or it does
+    /// not exist yet); logs the changes.
+    fn set_error(&mut self, error: Option<String>, poll_interval: Duration) {
+        if self.error == error {
+            return;
+        }
+        match &error {
+            Some(e) => tracing::warn!(
+                dir = %self.path.display(), error = %e, ?poll_interval,
+                "podtls: cannot watch directory; changes are found by the periodic re-read only"
+            ),
+            None => tracing::info!(dir = %self.path.display(), "podtls: watching directory again"),
+        }
+        self.error = error;
+    }
 }
 
 struct Engine {
     sources: Vec<Box<dyn Reload>>,
-    watcher: notify::RecommendedWatcher,
+    /// For each source, the indexes in `dirs` of the directories it depends on.
+    source_dirs: Vec<Vec<usize>>,
+    /// `None` while it cannot be created.
+    watcher: Option<Box<dyn Watcher + Send>>,
+    new_watcher: NewWatcher,
+    events: mpsc::Sender<Msg>,
     dirs: Vec<WatchedDir>,
     timing: ReloadTiming,
 }
@@ -428,25 +489,58 @@ impl Engine {
         }
     }
 
-    /// (Re-)arms a watch on every directory whose identity changed (created,
-    /// replaced, or not watchable before).
+    /// Creates the watcher if there is none yet, (re-)arms a watch on every
+    /// directory whose identity changed (created, replaced, or not watchable
+    /// before), and shows in each store's status why its files are not
+    /// watched, if they are not.
     fn ensure_watches(&mut self) {
-        for d in self.dirs.iter_mut() {
-            let id = dir_id(&d.path);
-            if id == d.id {
-                continue;
-            }
-            let _ = self.watcher.unwatch(&d.path);
-            d.id = None;
-            if id.is_some() {
-                match self.watcher.watch(&d.path, RecursiveMode::NonRecursive) {
-                    Ok(()) => d.id = id,
-                    Err(e) => tracing::warn!(
-                        dir = %d.path.display(), error = %e,
-                        "podtls: cannot watch directory; relying on periodic re-reads"
-                    ),
+        let poll = self.timing.poll_interval;
+        if self.watcher.is_none() {
+            match (self.new_watcher)(self.events.clone()) {
+                Ok(watcher) => self.watcher = Some(watcher),
+                Err(e) => {
+                    let error = format!("cannot create the file watcher: {e}");
+                    for d in self.dirs.iter_mut() {
+                        d.id = None;
+                        d.set_error(Some(error.clone()), poll);
+                    }
                 }
             }
+        }
+        if let Some(watcher) = self.watcher.as_mut() {
+            for d in self.dirs.iter_mut() {
+                let id = dir_id(&d.path);
+                if id == d.id {
+                    if id.is_none() {
+                        // Does not exist (yet): nothing to watch, no error.
+                        d.set_error(None, poll);
+                    }
+                    continue;
+                }
+                let _ = watcher.unwatch(&d.path);
+                d.id = None;
+                let error = match id {
+                    None => None,
+                    Some(_) => match watcher.watch(&d.path, RecursiveMode::NonRecursive) {
+                        Ok(()) => {
+                            d.id = id;
+                            None
+                        }
+                        Err(e) => Some(e.to_string()),
+                    },
+                };
+                d.set_error(error, poll);
+            }
+        }
+        for (s, mine) in self.sources.iter_mut().zip(&self.source_dirs) {
+            let error = mine.iter().find_map(|&i| {
+                let d = &self.dirs[i];
+                d.error.as_ref().map(|detail| Error::Watch {
+                    path: d.path.clone(),
+                    detail: detail.clone(),
+                })
+            });
+            s.set_watch_error(error);
         }
     }
 }
@@ -489,3 +583,6 @@ fn dir_id(path: &Path) -> Option<(u64, u64)> {
         .filter(|m| m.is_dir())
         .map(|_| (0, 0))
 }
+
+#[cfg(test)]
+mod tests;
