@@ -7,6 +7,9 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use notify::{RecursiveMode, Watcher};
+
+use super::engine::{recommended_watcher, Msg, NewWatcher, Reloader};
 use super::*;
 use crate::store::Status;
 
@@ -58,7 +61,7 @@ fn polling_timing() -> ReloadTiming {
     }
 }
 
-fn cannot_create(_: mpsc::Sender<Msg>) -> notify::Result<Box<dyn Watcher + Send>> {
+fn cannot_create(_: std::sync::mpsc::Sender<Msg>) -> notify::Result<Box<dyn Watcher + Send>> {
     Err(notify::Error::generic(
         "inotify instance limit reached (test)",
     ))
@@ -82,7 +85,7 @@ impl Watcher for Unwatchable {
     }
 }
 
-fn cannot_watch(_: mpsc::Sender<Msg>) -> notify::Result<Box<dyn Watcher + Send>> {
+fn cannot_watch(_: std::sync::mpsc::Sender<Msg>) -> notify::Result<Box<dyn Watcher + Send>> {
     Ok(Box::new(Unwatchable))
 }
 
@@ -134,7 +137,9 @@ fn falls_back_to_polling_when_a_directory_cannot_be_watched() {
 
 static CREATION_FAILS: AtomicBool = AtomicBool::new(true);
 
-fn fails_until_allowed(tx: mpsc::Sender<Msg>) -> notify::Result<Box<dyn Watcher + Send>> {
+fn fails_until_allowed(
+    tx: std::sync::mpsc::Sender<Msg>,
+) -> notify::Result<Box<dyn Watcher + Send>> {
     if CREATION_FAILS.load(Ordering::SeqCst) {
         cannot_create(tx)
     } else {
