@@ -129,12 +129,12 @@ mod tests {
     #[test]
     fn accepts_exactly_the_limit_and_refuses_one_more_byte() {
         let limit = 64;
-        let exact = vec![7u8; 64];
+        let exact = [7u8; 64];
         assert_eq!(
             read_capped(&exact[..], limit, 64).unwrap().as_deref(),
             Some(&exact[..])
         );
-        let over = vec![7u8; 65];
+        let over = [7u8; 65];
         // A size hint that lies (a file that grew after fstat) changes nothing.
         assert_eq!(read_capped(&over[..], limit, 10).unwrap(), None);
         assert_eq!(read_capped(&[][..], limit, 0).unwrap(), Some(Vec::new()));
