@@ -26,6 +26,67 @@ impl std::fmt::Display for Origin {
     }
 }
 
+/// What a path was found to be when a regular file was expected
+/// ([`Error::NotAFile`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FileKind {
+    /// A directory.
+    Directory,
+    /// A FIFO (named pipe).
+    Fifo,
+    /// A Unix domain socket.
+    Socket,
+    /// A block device.
+    BlockDevice,
+    /// A character device.
+    CharDevice,
+    /// Something else that is not a regular file.
+    Other,
+}
+
+impl FileKind {
+    /// Classifies a file type; `None` for a regular file.
+    pub(crate) fn of(file_type: std::fs::FileType) -> Option<FileKind> {
+        if file_type.is_file() {
+            return None;
+        }
+        if file_type.is_dir() {
+            return Some(FileKind::Directory);
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::FileTypeExt;
+            if file_type.is_fifo() {
+                return Some(FileKind::Fifo);
+            }
+            if file_type.is_socket() {
+                return Some(FileKind::Socket);
+            }
+            if file_type.is_block_device() {
+                return Some(FileKind::BlockDevice);
+            }
+            if file_type.is_char_device() {
+                return Some(FileKind::CharDevice);
+            }
+        }
+        Some(FileKind::Other)
+    }
+}
+
+impl std::fmt::Display for FileKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FileKind::Directory => "a directory",
+            FileKind::Fifo => "a FIFO (named pipe)",
+            FileKind::Socket => "a socket",
+            FileKind::BlockDevice => "a block device",
+            FileKind::CharDevice => "a character device",
+            FileKind::Other => "something else",
+        })
+    }
+}
+
 /// Everything that can go wrong loading, validating or watching pod TLS material.
 ///
 /// Every variant names the file (or in-memory origin) it is about and what is
@@ -41,6 +102,39 @@ pub enum Error {
         /// The I/O error.
         #[source]
         source: std::io::Error,
+    },
+
+    /// A source path (after following symlinks) is not a regular file; it
+    /// was not read (a FIFO would block the reader, a device may never end).
+    #[error("{path} is {kind}, not a regular file")]
+    NotAFile {
+        /// The path as configured.
+        path: PathBuf,
+        /// What it turned out to be.
+        kind: FileKind,
+    },
+
+    /// A source file is larger than [`crate::ReloadTiming::max_file_size`];
+    /// at most the limit plus one byte of it was read.
+    #[error("{path} is larger than the limit of {limit} bytes (ReloadTiming::max_file_size)")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The limit in force, in bytes.
+        limit: u64,
+    },
+
+    /// A parser (or the material's [`crate::Material::summary`]) panicked on
+    /// a source's contents: a bug in it. The panic was caught, the previous
+    /// material stays and reloading goes on.
+    #[error("{what}: the parser panicked on {files}: {message}")]
+    ParserPanicked {
+        /// The store being loaded (for example "credentials /var/run/tls/bundle.pem").
+        what: String,
+        /// The files that were being parsed, comma-separated.
+        files: String,
+        /// The panic message, when it was a string.
+        message: String,
     },
 
     /// The PEM text itself is malformed (bad base64, unterminated block, ...).

@@ -33,9 +33,11 @@ impl<T: Material> FileWatch<T> {
     /// naming the file, and the previous material stays.
     ///
     /// # Errors
-    /// [`Error::Watch`] when the watcher cannot start. A missing or invalid
-    /// file is not an error here: it shows in [`Store::status`] and the store
-    /// stays empty (fail closed) until a good version appears.
+    /// [`Error::Watch`] when the reload thread cannot be spawned. A missing
+    /// or invalid file is not an error here: it shows in [`Store::status`] and
+    /// the store stays empty (fail closed) until a good version appears.
+    /// Neither is a file watcher that cannot be created (inotify limits): the
+    /// periodic re-read carries on and `Status::watch_error` says why.
     pub fn start<E: std::fmt::Display>(
         name: impl Into<Arc<str>>,
         path: impl Into<PathBuf>,

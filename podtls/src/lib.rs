@@ -90,7 +90,7 @@ pub use crate::config::{
     DEFAULT_HANDSHAKE_TIMEOUT,
 };
 pub use crate::credentials::{provider, Credentials, LeafKind};
-pub use crate::error::{Error, Origin};
+pub use crate::error::{Error, FileKind, Origin};
 pub use crate::file_watch::FileWatch;
 pub use crate::handshake::HandshakeError;
 pub use crate::pod_tls::{PodTls, PodTlsBuilder};

@@ -167,9 +167,14 @@ impl PodTlsBuilder {
     /// not fail this call: the affected stores stay empty (closed) and report
     /// why in their status; use [`PodTls::ready`] to wait for them.
     ///
+    /// A file watcher that cannot be created or a directory that cannot be
+    /// watched (inotify limits) does not fail it either: changes are then
+    /// found by the periodic re-read, and `Status::watch_error` says why.
+    ///
     /// # Errors
     /// [`Error::Config`] when the same trust domain is given twice or nothing
-    /// is configured; [`Error::Watch`] when the watcher cannot start.
+    /// is configured; [`Error::Watch`] when the reload thread cannot be
+    /// spawned.
     pub fn start(self) -> Result<PodTls, Error> {
         if self.credentials.is_none() && self.roots.is_none() && self.spiffe.is_empty() {
             return Err(Error::Config(

@@ -86,6 +86,13 @@ pub struct Status {
     pub summary: Option<Summary>,
     /// Health of the served material.
     pub health: Health,
+    /// Why changes to this store's files are found only by the periodic
+    /// re-read ([`crate::ReloadTiming::poll_interval`]): the file watcher
+    /// could not be created (for example inotify limits) or one of the
+    /// directories could not be watched ([`Error::Watch`]). `None` while the
+    /// watcher runs and every existing directory is watched. Both are
+    /// retried on every re-read.
+    pub watch_error: Option<Arc<Error>>,
 }
 
 impl Status {
@@ -135,6 +142,7 @@ impl<T: Material> Store<T> {
             last_error: None,
             summary: None,
             health: Health::Pending,
+            watch_error: None,
         });
         Store {
             inner: Arc::new(Inner {
@@ -257,6 +265,22 @@ impl<T: Material> Store<T> {
             s.last_attempt = Some(now);
             s.last_error = Some(Arc::new(error));
         });
+    }
+
+    /// Records why file events are not received (`None`: they are);
+    /// notifies subscribers only when the message changes.
+    pub(crate) fn set_watch_error(&self, error: Option<Error>) -> bool {
+        self.inner.status.send_if_modified(|s| {
+            let same = match (&s.watch_error, &error) {
+                (None, None) => true,
+                (Some(old), Some(new)) => old.to_string() == new.to_string(),
+                _ => false,
+            };
+            if !same {
+                s.watch_error = error.map(Arc::new);
+            }
+            !same
+        })
     }
 
     /// Updates the health flag; notifies subscribers only when it changes.

@@ -13,17 +13,25 @@
 //! retried once after a short settle delay before it is reported, so a
 //! non-atomic writer (truncate, then write) does not flap the status; the
 //! last good material is kept either way.
+//!
+//! Hostile input is a failed load like any other: only regular files (through
+//! symlinks) up to [`ReloadTiming::max_file_size`] are read ([`read`]), a
+//! panicking parser is caught, and a watcher that cannot be created leaves
+//! the periodic re-read in charge ([`engine`]).
 
-use std::path::{Path, PathBuf};
-use std::sync::mpsc;
-use std::thread::JoinHandle;
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
-use notify::{EventKind, RecursiveMode, Watcher as _};
 use sha2::{Digest, Sha256};
 
 use crate::error::Error;
 use crate::store::{Health, Material, Store, Summary};
+
+mod engine;
+mod read;
+
+pub(crate) use engine::Reloader;
 
 /// Timing knobs of the reloader.
 #[derive(Debug, Clone, Copy)]
@@ -35,7 +43,13 @@ pub struct ReloadTiming {
     pub settle: Duration,
     /// Warn when a certificate has used this fraction of its lifetime.
     pub renewal_warning_fraction: f64,
+    /// Refuse a source file larger than this many bytes
+    /// ([`Error::TooLarge`]); at most one byte more
+    /// than this is ever read. Default 4 MiB, far above any PEM bundle.
+    pub max_file_size: u64,
 }
+
+const DEFAULT_MAX_FILE_SIZE: u64 = 4 * 1024 * 1024;
 
 impl Default for ReloadTiming {
     fn default() -> Self {
@@ -43,6 +57,7 @@ impl Default for ReloadTiming {
             poll_interval: Duration::from_secs(30),
             settle: Duration::from_millis(100),
             renewal_warning_fraction: 0.8,
+            max_file_size: DEFAULT_MAX_FILE_SIZE,
         }
     }
 }
@@ -81,11 +96,14 @@ impl<T: Material> FileSource<T> {
 /// Object-safe view of a [`FileSource`] for the reload loop.
 pub(crate) trait Reload: Send {
     fn paths(&self) -> &[PathBuf];
-    /// Reads and, if changed and valid, publishes. Errors are returned, not reported.
-    fn reload(&mut self, now: SystemTime) -> Result<(), Error>;
+    /// Reads (refusing files over `max_file_size` bytes) and, if changed and
+    /// valid, publishes. Errors are returned, not reported.
+    fn reload(&mut self, now: SystemTime, max_file_size: u64) -> Result<(), Error>;
     fn report(&mut self, error: Error, now: SystemTime);
     fn pending_until(&mut self) -> &mut Option<Instant>;
     fn check_health(&mut self, now: SystemTime, warn_at: f64);
+    /// Records why file events are not received for this source (`None`: they are).
+    fn set_watch_error(&mut self, error: Option<Error>);
 }
 
 impl<T: Material> Reload for FileSource<T> {
@@ -93,18 +111,40 @@ impl<T: Material> Reload for FileSource<T> {
         &self.paths
     }
 
-    fn reload(&mut self, now: SystemTime) -> Result<(), Error> {
-        let contents = read_consistent(&self.paths)?;
+    fn reload(&mut self, now: SystemTime, max_file_size: u64) -> Result<(), Error> {
+        let contents = read::read_consistent(&self.paths, max_file_size)?;
         let hash = hash_contents(&contents);
         if self.last_ok && self.last_hash == Some(hash) {
             return Ok(());
         }
         self.last_hash = Some(hash);
         self.last_ok = false;
-        let value = (self.parse)(&contents, now)?;
+        // A panic in a parser (the application's, for `FileWatch`) or in
+        // `Material::summary` must not kill the reload thread while the
+        // status still reads healthy: it becomes a failed load like any other.
+        // Nothing is published before both have returned.
+        let parse = &self.parse;
+        let store = &self.store;
+        let published = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            let value = parse(&contents, now)?;
+            let summary = value.summary();
+            store.publish(value, now);
+            Ok::<_, Error>(summary)
+        }))
+        .unwrap_or_else(|payload| {
+            Err(Error::ParserPanicked {
+                what: self.store.status().name.to_string(),
+                files: self
+                    .paths
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                message: panic_message(payload.as_ref()),
+            })
+        });
+        let summary = published?;
         self.last_ok = true;
-        let summary = value.summary();
-        self.store.publish(value, now);
         log_published(&self.store.status().name, &summary);
         Ok(())
     }
@@ -122,6 +162,10 @@ impl<T: Material> Reload for FileSource<T> {
 
     fn pending_until(&mut self) -> &mut Option<Instant> {
         &mut self.pending_error_until
+    }
+
+    fn set_watch_error(&mut self, error: Option<Error>) {
+        self.store.set_watch_error(error);
     }
 
     fn check_health(&mut self, now: SystemTime, warn_at: f64) {
@@ -155,6 +199,18 @@ impl<T: Material> Reload for FileSource<T> {
     }
 }
 
+/// The message of a panic, when its payload is a string (`panic!` with a
+/// literal gives a `&str`, with arguments a `String`).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(no message: the panic payload is not a string)".to_string()
+    }
+}
+
 fn log_published(name: &str, summary: &Summary) {
     match summary {
         Summary::Certificate(info) => tracing::info!(
@@ -174,36 +230,6 @@ fn log_published(name: &str, summary: &Summary) {
     }
 }
 
-/// Reads every path so that all of them come from one generation of an
-/// atomically written volume: the fully resolved paths (through `..data`) are
-/// taken before and after the reads, and the reads are retried if a swap
-/// happened in between.
-fn read_consistent(paths: &[PathBuf]) -> Result<Vec<Vec<u8>>, Error> {
-    let resolve = || -> Vec<Option<PathBuf>> {
-        paths
-            .iter()
-            .map(|p| std::fs::canonicalize(p).ok())
-            .collect()
-    };
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let before = resolve();
-        let read: Result<Vec<Vec<u8>>, Error> = paths
-            .iter()
-            .map(|p| {
-                std::fs::read(p).map_err(|source| Error::Read {
-                    path: p.clone(),
-                    source,
-                })
-            })
-            .collect();
-        if attempt >= 5 || before == resolve() {
-            return read;
-        }
-    }
-}
-
 fn hash_contents(contents: &[Vec<u8>]) -> [u8; 32] {
     let mut h = Sha256::new();
     for c in contents {
@@ -213,264 +239,5 @@ fn hash_contents(contents: &[Vec<u8>]) -> [u8; 32] {
     h.finalize().into()
 }
 
-enum Msg {
-    Fs(notify::Result<notify::Event>),
-    ReloadNow,
-    Stop,
-}
-
-/// Owns the reload thread; dropping it stops the thread.
-pub(crate) struct Reloader {
-    tx: mpsc::Sender<Msg>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Reloader {
-    /// Loads every source once (synchronously), then starts watching.
-    pub(crate) fn start(
-        mut sources: Vec<Box<dyn Reload>>,
-        timing: ReloadTiming,
-    ) -> Result<Self, Error> {
-        let now = SystemTime::now();
-        for s in sources.iter_mut() {
-            if let Err(e) = s.reload(now) {
-                s.report(e, now);
-            }
-            s.check_health(now, timing.renewal_warning_fraction);
-        }
-        let (tx, rx) = mpsc::channel();
-        let fs_tx = tx.clone();
-        let watcher = notify::recommended_watcher(move |ev| {
-            let _ = fs_tx.send(Msg::Fs(ev));
-        })
-        .map_err(|e| Error::Watch {
-            path: PathBuf::new(),
-            detail: e.to_string(),
-        })?;
-        let mut dirs: Vec<WatchedDir> = Vec::new();
-        for s in &sources {
-            for p in s.paths() {
-                for dir in dirs_to_watch(p) {
-                    if !dirs.iter().any(|d| d.path == dir) {
-                        dirs.push(WatchedDir {
-                            path: dir,
-                            id: None,
-                        });
-                    }
-                }
-            }
-        }
-        let mut engine = Engine {
-            sources,
-            watcher,
-            dirs,
-            timing,
-        };
-        engine.ensure_watches();
-        let thread = std::thread::Builder::new()
-            .name("podtls-reload".into())
-            .spawn(move || engine.run(rx))
-            .map_err(|e| Error::Watch {
-                path: PathBuf::new(),
-                detail: format!("cannot start reload thread: {e}"),
-            })?;
-        Ok(Reloader {
-            tx,
-            thread: Some(thread),
-        })
-    }
-
-    /// Asks the thread to re-read every source now (as a poll tick would).
-    pub(crate) fn reload_now(&self) {
-        let _ = self.tx.send(Msg::ReloadNow);
-    }
-}
-
-impl Drop for Reloader {
-    fn drop(&mut self) {
-        let _ = self.tx.send(Msg::Stop);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// The directories whose changes can change `path`: its parent, and the
-/// kubelet volume root above it when the file sits in a subdirectory of a
-/// projected volume (`<volume>/creds/bundle.pem`, where `creds` is itself a
-/// symlink into `..data`): the `..data` swap happens in the volume root.
-fn dirs_to_watch(path: &Path) -> Vec<PathBuf> {
-    let parent = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .to_path_buf();
-    let mut dirs = vec![parent.clone()];
-    let mut up = parent.parent();
-    for _ in 0..3 {
-        let Some(dir) = up.filter(|d| !d.as_os_str().is_empty()) else {
-            break;
-        };
-        if std::fs::symlink_metadata(dir.join("..data")).is_ok() {
-            dirs.push(dir.to_path_buf());
-            break;
-        }
-        up = dir.parent();
-    }
-    dirs
-}
-
-struct WatchedDir {
-    path: PathBuf,
-    /// (device, inode) of the directory currently watched, if any.
-    id: Option<(u64, u64)>,
-}
-
-struct Engine {
-    sources: Vec<Box<dyn Reload>>,
-    watcher: notify::RecommendedWatcher,
-    dirs: Vec<WatchedDir>,
-    timing: ReloadTiming,
-}
-
-impl Engine {
-    fn run(mut self, rx: mpsc::Receiver<Msg>) {
-        let mut next_poll = Instant::now() + self.timing.poll_interval;
-        loop {
-            let now = Instant::now();
-            let wake = self
-                .sources
-                .iter_mut()
-                .filter_map(|s| *s.pending_until())
-                .fold(next_poll, Instant::min);
-            let msg = rx.recv_timeout(wake.saturating_duration_since(now));
-            match msg {
-                Ok(Msg::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
-                Ok(Msg::Fs(ev)) => {
-                    let mut relevant = is_relevant(&ev);
-                    // Drain the burst an atomic write produces; one reload covers it.
-                    while let Ok(more) = rx.try_recv() {
-                        match more {
-                            Msg::Stop => return,
-                            Msg::Fs(ev) => relevant |= is_relevant(&ev),
-                            Msg::ReloadNow => relevant = true,
-                        }
-                    }
-                    if relevant {
-                        self.ensure_watches();
-                        self.reload_all(Trigger::Event);
-                    }
-                }
-                Ok(Msg::ReloadNow) => {
-                    self.ensure_watches();
-                    self.reload_all(Trigger::Poll);
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if Instant::now() >= next_poll {
-                        self.ensure_watches();
-                        self.reload_all(Trigger::Poll);
-                        next_poll = Instant::now() + self.timing.poll_interval;
-                    }
-                    self.retry_pending();
-                }
-            }
-        }
-    }
-
-    fn reload_all(&mut self, trigger: Trigger) {
-        let now = SystemTime::now();
-        let settle = self.timing.settle;
-        for s in self.sources.iter_mut() {
-            match s.reload(now) {
-                Ok(()) => *s.pending_until() = None,
-                Err(e) => match trigger {
-                    // First failure after a file event: give a non-atomic
-                    // writer time to finish before reporting.
-                    Trigger::Event if s.pending_until().is_none() => {
-                        *s.pending_until() = Some(Instant::now() + settle);
-                    }
-                    Trigger::Event => {}
-                    Trigger::Poll => {
-                        *s.pending_until() = None;
-                        s.report(e, now);
-                    }
-                },
-            }
-            s.check_health(now, self.timing.renewal_warning_fraction);
-        }
-    }
-
-    fn retry_pending(&mut self) {
-        let now_i = Instant::now();
-        let now = SystemTime::now();
-        for s in self.sources.iter_mut() {
-            if s.pending_until().is_some_and(|t| t <= now_i) {
-                *s.pending_until() = None;
-                if let Err(e) = s.reload(now) {
-                    s.report(e, now);
-                }
-            }
-        }
-    }
-
-    /// (Re-)arms a watch on every directory whose identity changed (created,
-    /// replaced, or not watchable before).
-    fn ensure_watches(&mut self) {
-        for d in self.dirs.iter_mut() {
-            let id = dir_id(&d.path);
-            if id == d.id {
-                continue;
-            }
-            let _ = self.watcher.unwatch(&d.path);
-            d.id = None;
-            if id.is_some() {
-                match self.watcher.watch(&d.path, RecursiveMode::NonRecursive) {
-                    Ok(()) => d.id = id,
-                    Err(e) => tracing::warn!(
-                        dir = %d.path.display(), error = %e,
-                        "podtls: cannot watch directory; relying on periodic re-reads"
-                    ),
-                }
-            }
-        }
-    }
-}
-
-#[derive(Clone, Copy)]
-enum Trigger {
-    Event,
-    Poll,
-}
-
-fn is_relevant(ev: &notify::Result<notify::Event>) -> bool {
-    match ev {
-        // Our own reads open the files; those events must not loop back.
-        Ok(ev) => !matches!(
-            ev.kind,
-            EventKind::Access(notify::event::AccessKind::Open(_))
-                | EventKind::Access(notify::event::AccessKind::Read)
-                | EventKind::Access(notify::event::AccessKind::Close(
-                    notify::event::AccessMode::Read
-                ))
-        ),
-        // An error (for example an inotify queue overflow): re-read everything.
-        Err(_) => true,
-    }
-}
-
-#[cfg(unix)]
-fn dir_id(path: &Path) -> Option<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path)
-        .ok()
-        .filter(|m| m.is_dir())
-        .map(|m| (m.dev(), m.ino()))
-}
-
-#[cfg(not(unix))]
-fn dir_id(path: &Path) -> Option<(u64, u64)> {
-    std::fs::metadata(path)
-        .ok()
-        .filter(|m| m.is_dir())
-        .map(|_| (0, 0))
-}
+#[cfg(test)]
+mod tests;

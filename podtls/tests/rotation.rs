@@ -7,66 +7,112 @@ mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use podtls::test_util::CertAuthority;
 use podtls::{Authorizer, ClientAuth, ClientTls, PodTls, ServerAuth, ServerTls};
 
+/// One connection a worker made: which worker, when it started (before the
+/// TCP connect), and what it saw.
+struct Outcome {
+    worker: usize,
+    started: Instant,
+    result: Result<Seen, String>,
+}
+
 struct Traffic {
-    results: Arc<Mutex<Vec<Result<Seen, String>>>>,
+    outcomes: Arc<Mutex<Vec<Outcome>>>,
     stop: Arc<AtomicBool>,
+    workers: usize,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Traffic {
+    /// `workers` tasks, each making one connection at a time, back to back.
     fn start(addr: std::net::SocketAddr, cfg: podtls::ClientTls, workers: usize) -> Self {
-        let results = Arc::new(Mutex::new(Vec::new()));
+        let outcomes = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let tasks = (0..workers)
-            .map(|_| {
-                let (results, stop, cfg) = (results.clone(), stop.clone(), cfg.clone());
+            .map(|worker| {
+                let (outcomes, stop, cfg) = (outcomes.clone(), stop.clone(), cfg.clone());
                 tokio::spawn(async move {
                     while !stop.load(Ordering::Relaxed) {
-                        let r = connect(addr, cfg.clone(), "server").await;
-                        results.lock().unwrap().push(r);
+                        let started = Instant::now();
+                        let result = connect(addr, cfg.clone(), "server").await;
+                        outcomes.lock().unwrap().push(Outcome {
+                            worker,
+                            started,
+                            result,
+                        });
                     }
                 })
             })
             .collect();
         Traffic {
-            results,
+            outcomes,
             stop,
+            workers,
             tasks,
         }
     }
 
     /// Waits until a connection made after this call satisfies `pred`.
     async fn wait_for(&self, what: &str, pred: impl Fn(&Seen) -> bool) {
-        let start = self.results.lock().unwrap().len();
+        let start = self.outcomes.lock().unwrap().len();
+        self.poll_until(what, |outcomes| {
+            outcomes[start..]
+                .iter()
+                .any(|o| o.result.as_ref().is_ok_and(&pred))
+        })
+        .await;
+    }
+
+    /// Waits until *every* worker has completed a successful connection that
+    /// started at or after `since` and satisfies `pred`. A worker makes one
+    /// connection at a time, so afterwards no connection that started before
+    /// `since` is still in flight.
+    async fn wait_each_worker_since(
+        &self,
+        what: &str,
+        since: Instant,
+        pred: impl Fn(&Seen) -> bool,
+    ) {
+        let workers = self.workers;
+        self.poll_until(what, |outcomes| {
+            (0..workers).all(|w| {
+                outcomes.iter().any(|o| {
+                    o.worker == w && o.started >= since && o.result.as_ref().is_ok_and(&pred)
+                })
+            })
+        })
+        .await;
+    }
+
+    /// Polls the recorded outcomes until `done` holds, or panics at a deadline.
+    async fn poll_until(&self, what: &str, done: impl Fn(&[Outcome]) -> bool) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
         loop {
-            {
-                let r = self.results.lock().unwrap();
-                if r[start..].iter().any(|x| x.as_ref().is_ok_and(&pred)) {
-                    return;
-                }
+            if done(&self.outcomes.lock().unwrap()) {
+                return;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "timed out waiting for {what}"
             );
-            tokio::task::yield_now().await;
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
 
-    async fn finish(self) -> Vec<Result<Seen, String>> {
+    async fn finish(self) -> Vec<Outcome> {
         self.stop.store(true, Ordering::Relaxed);
         for t in self.tasks {
             t.await.unwrap();
         }
-        Arc::try_unwrap(self.results).unwrap().into_inner().unwrap()
+        Arc::try_unwrap(self.outcomes)
+            .unwrap_or_else(|_| panic!("workers stopped"))
+            .into_inner()
+            .unwrap()
     }
 }
 
@@ -147,13 +193,35 @@ async fn rotations_under_traffic_never_fail_a_handshake() {
     let c2 = spiffe_leaf(&ca2, "/ns/c/sa/client");
     server_vol.write_creds(&s2);
     client_vol.write_creds(&c2);
+    wait_status(
+        server_pod.credentials().unwrap(),
+        "server leaf from CA2",
+        |s| serial_of(s).as_deref() == Some(s2.serial.as_str()),
+    )
+    .await;
+    wait_status(
+        client_pod.credentials().unwrap(),
+        "client leaf from CA2",
+        |s| serial_of(s).as_deref() == Some(c2.serial.as_str()),
+    )
+    .await;
+    let leaves_loaded = Instant::now();
+    // Before CA1 can be retired, every handshake that began under a CA1 leaf
+    // must be over: a connection that started before the swap may still
+    // present (or be checked against) CA1 material. Wait until each worker has
+    // finished a connection that started after both new leaves were published
+    // (and saw them); the same condition a rollout waits for before it
+    // retires an anchor.
     let want = format!("serial={}", c2.serial);
     traffic
-        .wait_for("both leaves from CA2", |seen| {
-            seen.server_serial == s2.serial && seen.line.ends_with(&want)
-        })
+        .wait_each_worker_since(
+            "every worker on both leaves from CA2",
+            leaves_loaded,
+            |seen| seen.server_serial == s2.serial && seen.line.ends_with(&want),
+        )
         .await;
     // CA1 retired.
+    let retired = Instant::now();
     server_vol.write_trust(&[&ca2]);
     client_vol.write_trust(&[&ca2]);
     for pod in [&server_pod, &client_pod] {
@@ -166,14 +234,33 @@ async fn rotations_under_traffic_never_fail_a_handshake() {
         })
         .await;
 
-    let results = traffic.finish().await;
-    let failures: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
-    assert!(results.len() > 20, "enough traffic: {}", results.len());
+    let outcomes = traffic.finish().await;
+    let since = |t: Instant, mark: Instant| {
+        if t >= mark {
+            format!("+{:?}", t - mark)
+        } else {
+            format!("-{:?}", mark - t)
+        }
+    };
+    let failures: Vec<String> = outcomes
+        .iter()
+        .filter_map(|o| {
+            o.result.as_ref().err().map(|e| {
+                format!(
+                    "worker {} started {} after leaves loaded, {} after CA1 retired: {e}",
+                    o.worker,
+                    since(o.started, leaves_loaded),
+                    since(o.started, retired)
+                )
+            })
+        })
+        .collect();
+    assert!(outcomes.len() > 20, "enough traffic: {}", outcomes.len());
     assert!(
         failures.is_empty(),
-        "{} of {} failed: {:?}",
+        "{} of {} failed: {:#?}",
         failures.len(),
-        results.len(),
+        outcomes.len(),
         failures
     );
     srv.stop().await;

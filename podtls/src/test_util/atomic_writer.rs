@@ -101,7 +101,13 @@ impl AtomicWriter {
 
     fn same_payload(&self, old_dir: &Path, files: &BTreeMap<String, Vec<u8>>) -> io::Result<bool> {
         for (name, bytes) in files {
-            match std::fs::read(old_dir.join(name)) {
+            let old_file = old_dir.join(name);
+            // Never read what is not a regular file (a test may have planted
+            // a FIFO, which would block the read): it is not the same payload.
+            if !std::fs::metadata(&old_file).is_ok_and(|m| m.is_file()) {
+                return Ok(false);
+            }
+            match std::fs::read(old_file) {
                 Ok(old) if &old == bytes => {}
                 _ => return Ok(false),
             }

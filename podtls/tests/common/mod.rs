@@ -28,7 +28,7 @@ pub fn fast_timing() -> ReloadTiming {
     ReloadTiming {
         poll_interval: Duration::from_secs(3600),
         settle: Duration::from_millis(50),
-        renewal_warning_fraction: 0.8,
+        ..ReloadTiming::default()
     }
 }
 
