@@ -1,5 +1,9 @@
 //! Full mTLS handshakes per second through podtls' resolver and verifiers
-//! versus a plain static rustls configuration with the same certificates.
+//! versus a plain static rustls configuration with the same certificates;
+//! then podtls' own handshake path (`ServerTls::accept` +
+//! `ClientTls::connect` over an in-memory tokio duplex), full and resumed
+//! (with the resumed peer verified again), against tokio-rustls with the
+//! same static configurations, full and resumed.
 //!
 //! Run: `cargo bench -p podtls --bench handshake`
 //!
@@ -18,7 +22,8 @@ use podtls::{
 };
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
-use rustls_pki_types::PrivateKeyDer;
+use rustls_pki_types::{PrivateKeyDer, ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const NAME: &str = "echo.demo.svc";
 
@@ -78,6 +83,12 @@ fn main() {
         .unwrap();
     base_client.resumption = rustls::client::Resumption::disabled();
     let base = (Arc::new(base_server), Arc::new(base_client));
+    let mut resuming_server = (*base.0).clone();
+    resuming_server.session_storage = rustls::server::ServerSessionMemoryCache::new(1024);
+    resuming_server.send_tls13_tickets = 2;
+    let mut resuming_client = (*base.1).clone();
+    resuming_client.resumption = rustls::client::Resumption::in_memory_sessions(1024);
+    let resuming = (Arc::new(resuming_server), Arc::new(resuming_client));
 
     // podtls: live stores, SPIFFE client auth on the server.
     let td = parse_trust_domain("cluster.local").unwrap();
@@ -86,16 +97,27 @@ fn main() {
         TrustBundle::from_pem(ca.cert_pem().as_bytes(), &Origin::memory("ca")).unwrap(),
     );
     let bundles = SpiffeBundles::new([(td.clone(), bundle.clone())]);
-    let pod_server = ServerTls::builder(creds(&server))
-        .client_auth(ClientAuth::required(
+    let pod_server_tls = |resumption: bool| {
+        ServerTls::builder(creds(&server))
+            .client_auth(ClientAuth::required(
+                bundles.clone(),
+                Authorizer::member_of([td.clone()]),
+            ))
+            .resumption(resumption)
+            .build()
+            .unwrap()
+    };
+    let pod_client_tls = |resumption: bool| {
+        ClientTls::builder(ServerAuth::Spiffe(
             bundles.clone(),
             Authorizer::member_of([td.clone()]),
         ))
-        .resumption(false)
+        .client_credentials(creds(&client))
+        .resumption(resumption)
         .build()
         .unwrap()
-        .config()
-        .clone();
+    };
+    let pod_server = pod_server_tls(false).config().clone();
     let spiffe_client = ClientTls::builder(ServerAuth::Spiffe(
         bundles.clone(),
         Authorizer::member_of([td.clone()]),
@@ -161,5 +183,114 @@ fn main() {
             "| {name} | {rate:.0} | {ratio:.3} | {:.3} |",
             common::percentile(&r, 0.5)
         );
+    }
+
+    // podtls' handshake path, full and resumed.
+    let paths: Vec<(&str, Path)> = vec![
+        (
+            "tokio-rustls, static, full (baseline)",
+            Path::Plain(base.clone()),
+        ),
+        ("tokio-rustls, static, resumed", Path::Plain(resuming)),
+        (
+            "podtls accept/connect, full",
+            Path::Podtls(pod_server_tls(false), pod_client_tls(false)),
+        ),
+        (
+            "podtls accept/connect, resumed + peer verified again",
+            Path::Podtls(pod_server_tls(true), pod_client_tls(true)),
+        ),
+    ];
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut kinds = vec![String::new(); paths.len()];
+    for (i, (name, p)) in paths.iter().enumerate() {
+        rt.block_on(p.once())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        kinds[i] = rt.block_on(p.once()).unwrap();
+    }
+    let mut totals = vec![Duration::ZERO; paths.len()];
+    for _ in 0..rounds {
+        for (i, (_, p)) in paths.iter().enumerate() {
+            let t = Instant::now();
+            rt.block_on(async {
+                for _ in 0..per_round {
+                    p.once().await.unwrap();
+                }
+            });
+            totals[i] += t.elapsed();
+        }
+    }
+    let rate = |i: usize| n / totals[i].as_secs_f64();
+    println!();
+    println!(
+        "mTLS connections through the async handshake path (tokio duplex, one byte each way), {rounds} rounds x {per_round}"
+    );
+    println!("| variant | handshake kind | handshakes/s | ratio |");
+    println!("|---|---|---:|---:|");
+    let ratio_of = [None, Some(0), Some(0), Some(1)];
+    for (i, (name, _)) in paths.iter().enumerate() {
+        let ratio = match ratio_of[i] {
+            Some(b) => format!("{:.3} vs {}", rate(i) / rate(b), paths[b].0),
+            None => "1".into(),
+        };
+        println!("| {name} | {} | {:.0} | {ratio} |", kinds[i], rate(i));
+    }
+    println!(
+        "resumption buys (podtls resumed / podtls full): {:.2}x",
+        rate(3) / rate(2)
+    );
+}
+
+/// One way of making a connection.
+enum Path {
+    Plain((Arc<ServerConfig>, Arc<ClientConfig>)),
+    Podtls(ServerTls, ClientTls),
+}
+
+impl Path {
+    /// One connection: handshake, one byte each way (which delivers the
+    /// session tickets); returns the client's handshake kind.
+    async fn once(&self) -> Result<String, String> {
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let name = ServerName::try_from(NAME).unwrap();
+        let e = |e: std::io::Error| e.to_string();
+        let (mut s, mut c, kind) = match self {
+            Path::Plain((sc, cc)) => {
+                let acceptor = tokio_rustls::TlsAcceptor::from(sc.clone());
+                let connector = tokio_rustls::TlsConnector::from(cc.clone());
+                let (s, c) = tokio::join!(acceptor.accept(a), connector.connect(name, b));
+                let (s, c) = (s.map_err(e)?, c.map_err(e)?);
+                let kind = format!("{:?}", c.get_ref().1.handshake_kind());
+                (
+                    tokio_rustls::TlsStream::from(s),
+                    tokio_rustls::TlsStream::from(c),
+                    kind,
+                )
+            }
+            Path::Podtls(st, ct) => {
+                let (s, c) = tokio::join!(st.accept(a), ct.connect(name, b));
+                let (s, c) = (
+                    s.map_err(|e| e.to_string())?.0,
+                    c.map_err(|e| e.to_string())?,
+                );
+                let kind = format!("{:?}", c.get_ref().1.handshake_kind());
+                (
+                    tokio_rustls::TlsStream::from(s),
+                    tokio_rustls::TlsStream::from(c),
+                    kind,
+                )
+            }
+        };
+        let mut byte = [0u8; 1];
+        s.write_all(b"x").await.map_err(e)?;
+        s.flush().await.map_err(e)?;
+        c.read_exact(&mut byte).await.map_err(e)?;
+        c.write_all(b"y").await.map_err(e)?;
+        c.flush().await.map_err(e)?;
+        s.read_exact(&mut byte).await.map_err(e)?;
+        Ok(kind.replace("Some(", "").replace(')', ""))
     }
 }

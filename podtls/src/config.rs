@@ -208,7 +208,9 @@ impl ServerTlsBuilder {
     }
 
     /// Enables (default) or disables session resumption on
-    /// [`ServerTls::accept`] (see [`crate::session`]).
+    /// [`ServerTls::accept`]. A session is resumed only within the generation
+    /// of the material it was made with, and the client of every resumed
+    /// session is verified again as a full handshake would verify it now.
     pub fn resumption(mut self, enabled: bool) -> Self {
         self.resumption = enabled;
         self
@@ -463,7 +465,9 @@ impl ClientTlsBuilder {
     }
 
     /// Enables (default) or disables session resumption on
-    /// [`ClientTls::connect`] (see [`crate::session`]).
+    /// [`ClientTls::connect`]. A session is resumed only within the generation
+    /// of the material it was made with, and the server of every resumed
+    /// session is verified again as a full handshake would verify it now.
     pub fn resumption(mut self, enabled: bool) -> Self {
         self.resumption = enabled;
         self

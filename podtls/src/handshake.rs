@@ -1,6 +1,6 @@
 //! podtls' own handshake path, on both sides: a deadline for the whole
 //! handshake, the configuration of the current generation (resumption on,
-//! see [`crate::session`]), the peer of every *resumed* handshake verified
+//! see `session.rs`), the peer of every *resumed* handshake verified
 //! again as a full handshake would verify it now, and rejections reported
 //! with their reason.
 //!

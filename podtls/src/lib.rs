@@ -20,7 +20,13 @@
 //! - **SPIFFE** ([`verify_spiffe_peer`], [`Authorizer`]): X509-SVID peers
 //!   verified against the bundle of their own trust domain, then authorized.
 //! - **rustls** ([`ServerTls`], [`ClientTls`]): resolvers and verifiers that
-//!   read the live stores on every handshake (an atomic load, no lock).
+//!   read the live stores on every handshake (an atomic load, no lock), and
+//!   a handshake path on both sides ([`ServerTls::accept`],
+//!   [`ClientTls::connect`]) with a deadline, typed rejections, and session
+//!   resumption that is never worth more than a full handshake now: one
+//!   session cache per generation of the material, every resumed peer
+//!   verified again. The plain rustls configurations handed out for other
+//!   code do not resume.
 //! - **tokio / hyper** ([`serve`], [`hyper`](crate::http)): an accept loop with
 //!   per-connection handshakes, timeouts and graceful shutdown; the verified
 //!   [`PeerAuth`] in every request's extensions; an HTTPS connector.
@@ -50,8 +56,12 @@
 //!     ))
 //!     .alpn(&[b"h2", b"http/1.1"])
 //!     .build()?;
-//! let acceptor = tokio_rustls::TlsAcceptor::from(server.config().clone());
-//! # let _ = acceptor; Ok(()) }
+//! // podtls' handshake path: a deadline, safe resumption, the client's
+//! // verified identity. (`podtls::serve` / `http::serve_http` run it for you.)
+//! let listener = tokio::net::TcpListener::bind("0.0.0.0:8443").await?;
+//! let (tcp, _) = listener.accept().await?;
+//! let (stream, peer) = server.accept(tcp).await?;
+//! # let _ = (stream, peer); Ok(()) }
 //! ```
 
 #![cfg_attr(docsrs, feature(doc_cfg))]

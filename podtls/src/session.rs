@@ -18,7 +18,7 @@
 //! 2. **Every resumed handshake is verified again** against the current
 //!    bundle of the peer's trust domain (or the current DNS roots), at the
 //!    current time, with the current authorizer (see
-//!    [`crate::handshake`]). Where that fails, the connection is refused and
+//!    `handshake.rs`). Where that fails, the connection is refused and
 //!    every cached session is dropped ([`PerGeneration::purge`]), so the next
 //!    attempt is a full handshake.
 //!
