@@ -59,6 +59,7 @@
 mod authorizer;
 mod cert_info;
 mod config;
+mod conn_age;
 mod credentials;
 mod error;
 mod file_watch;
@@ -87,6 +88,7 @@ pub use crate::cert_info::{format_time, CertInfo};
 pub use crate::config::{
     ClientAuth, ClientTls, ClientTlsBuilder, ServerAuth, ServerTls, ServerTlsBuilder,
 };
+pub use crate::conn_age::{CloseReason, ConnectionDeadline};
 pub use crate::credentials::{provider, Credentials, LeafKind};
 pub use crate::error::{Error, Origin};
 pub use crate::file_watch::FileWatch;
