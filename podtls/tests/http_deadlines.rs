@@ -139,6 +139,11 @@ impl Server {
         counter(&self.stats).load(Ordering::Relaxed)
     }
 
+    /// Waits until no connection is left, so the counters are final.
+    async fn settled(&self) {
+        eventually("all connections to end", || self.count(|s| &s.active) == 0).await;
+    }
+
     async fn stop(mut self) {
         let _ = self.stop.take().unwrap().send(());
         tokio::time::timeout(SOON, self.task.take().unwrap())
@@ -306,6 +311,7 @@ async fn silent_clients_are_closed_and_free_their_slots(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_http1_clients_are_closed_at_the_header_deadline_and_free_their_slots() {
     let server = silent_clients_are_closed_and_free_their_slots(&[b"http/1.1"], b"", true).await;
+    server.settled().await;
     assert_eq!(server.count(|s| &s.header_timeouts), 2);
     assert_eq!(server.count(|s| &s.drain_aborted), 0);
     server.stop().await;
@@ -314,6 +320,7 @@ async fn silent_http1_clients_are_closed_at_the_header_deadline_and_free_their_s
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_h2_clients_are_closed_without_a_first_request_and_free_their_slots() {
     let server = silent_clients_are_closed_and_free_their_slots(&[b"h2"], b"", true).await;
+    server.settled().await;
     assert_eq!(server.count(|s| &s.closed_idle), 2);
     server.stop().await;
 }
@@ -322,6 +329,7 @@ async fn silent_h2_clients_are_closed_without_a_first_request_and_free_their_slo
 async fn clients_stalling_in_the_h2_preface_are_closed_and_free_their_slots() {
     let server =
         silent_clients_are_closed_and_free_their_slots(&[b"h2"], b"PRI * HTTP/2.0\r\n", true).await;
+    server.settled().await;
     assert_eq!(server.count(|s| &s.closed_idle), 2);
     server.stop().await;
 }
@@ -349,6 +357,7 @@ async fn http1_header_deadline_covers_the_idle_keep_alive_wait() {
         "{:?}",
         t0.elapsed()
     );
+    server.settled().await;
     assert_eq!(server.count(|s| &s.header_timeouts), 1);
     server.stop().await;
 }
@@ -386,6 +395,7 @@ async fn http1_header_deadline_is_not_extended_by_a_dribbled_head() {
         "{:?}",
         t0.elapsed()
     );
+    server.settled().await;
     assert_eq!(server.count(|s| &s.header_timeouts), 1);
     server.stop().await;
 }
@@ -409,6 +419,7 @@ async fn h2_connection_without_open_streams_is_closed_after_the_idle_timeout() {
         "{:?}",
         t0.elapsed()
     );
+    server.settled().await;
     assert_eq!(server.count(|s| &s.closed_idle), 1);
     assert_eq!(server.count(|s| &s.drain_aborted), 0);
     server.stop().await;
@@ -435,6 +446,7 @@ async fn an_h2_stream_open_longer_than_the_idle_timeout_is_not_cut() {
     assert!(answer.starts_with("HTTP/2.0 verified"), "{answer}");
     // Idle once the response is done.
     conn_ends(conn, "idle h2").await.unwrap();
+    server.settled().await;
     assert_eq!(server.count(|s| &s.closed_idle), 1);
     server.stop().await;
 }
@@ -469,6 +481,7 @@ async fn h2_connection_past_max_age_gets_goaway_after_its_in_flight_request_comp
     conn_ends(conn, "aged h2")
         .await
         .expect("graceful close (GOAWAY), not an error");
+    server.settled().await;
     assert_eq!(server.count(|s| &s.drain_aborted), 0);
     server.stop().await;
 }
@@ -492,6 +505,7 @@ async fn http1_connection_past_max_age_answers_in_flight_request_with_connection
     assert_eq!(connection.as_deref(), Some("close"));
     assert!(answer.starts_with("HTTP/1.1 verified"), "{answer}");
     conn_ends(conn, "aged HTTP/1.1").await.unwrap();
+    server.settled().await;
     assert_eq!(server.count(|s| &s.drain_aborted), 0);
     server.stop().await;
 }
@@ -505,6 +519,7 @@ async fn idle_http1_keep_alive_connection_is_closed_at_max_age() {
     body(send.send_request(get("/")).await.unwrap()).await;
     conn_ends(conn, "aged idle HTTP/1.1").await.unwrap();
     assert!(t0.elapsed() >= AGE, "{:?}", t0.elapsed());
+    server.settled().await;
     assert_eq!(server.count(|s| &s.closed_max_age), 1);
     assert_eq!(server.count(|s| &s.header_timeouts), 0);
     server.stop().await;
@@ -537,6 +552,7 @@ async fn a_connection_is_closed_when_the_client_certificate_expires() {
         "closed {:?} before the certificate expired",
         leaf.not_after.duration_since(closed_at).unwrap_or_default()
     );
+    server.settled().await;
     assert_eq!(server.count(|s| &s.closed_peer_expired), 1);
     assert_eq!(server.count(|s| &s.closed_max_age), 0);
     server.stop().await;
