@@ -165,10 +165,8 @@ async fn a_handler_that_ignores_its_deadline_is_aborted_after_the_drain_timeout(
     let mut conn = tls_client(addr, client).await;
     let (deadline, handed_at) = deadlines.recv().await.unwrap();
     assert_eq!(deadline.reason, CloseReason::MaxAge);
-    assert!(
-        deadline.at > handed_at && deadline.at <= handed_at + AGE,
-        "{deadline:?}"
-    );
+    // The age counts from the TCP accept, before the handler ran.
+    assert!(deadline.at <= handed_at + AGE, "{deadline:?}");
     let mut sink = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut sink))
         .await

@@ -139,6 +139,14 @@ impl Server {
         counter(&self.stats).load(Ordering::Relaxed)
     }
 
+    /// Waits (bounded) for a `/hold` request to reach the handler; `held`
+    /// must have been created before the request was sent.
+    async fn until_held(&self, held: tokio::sync::futures::Notified<'_>) {
+        tokio::time::timeout(SOON, held)
+            .await
+            .expect("the /hold request reached the handler");
+    }
+
     /// Waits until no connection is left, so the counters are final.
     async fn settled(&self) {
         eventually("all connections to end", || self.count(|s| &s.active) == 0).await;
@@ -432,7 +440,7 @@ async fn an_h2_stream_open_longer_than_the_idle_timeout_is_not_cut() {
     let (mut send, conn) = h2(server.addr, server.client(&[b"h2"])).await;
     let held = server.held.notified();
     let slow = tokio::spawn(send.send_request(get("/hold")));
-    held.await;
+    server.until_held(held).await;
     // The stream stays open for five idle timeouts: the time passing is the
     // scenario, not a synchronisation.
     tokio::time::sleep(5 * idle).await;
@@ -454,7 +462,10 @@ async fn an_h2_stream_open_longer_than_the_idle_timeout_is_not_cut() {
 // ---------------------------------------------------------------------------
 // Maximum connection age.
 
-const AGE: Duration = Duration::from_millis(500);
+/// Long enough for the handshake and a request to reach the handler on a
+/// loaded machine; tests that need a request in flight at the deadline
+/// check that it was.
+const AGE: Duration = Duration::from_secs(1);
 
 fn aged(o: &mut HttpOptions) {
     o.serve.max_connection_age = AGE;
@@ -468,7 +479,12 @@ async fn h2_connection_past_max_age_gets_goaway_after_its_in_flight_request_comp
     let (mut send, conn) = h2(server.addr, server.client(&[b"h2"])).await;
     let held = server.held.notified();
     let in_flight = tokio::spawn(send.send_request(get("/hold")));
-    held.await;
+    server.until_held(held).await;
+    assert_eq!(
+        server.count(|s| &s.closed_max_age),
+        0,
+        "in flight before the max age"
+    );
     eventually("the max age", || server.count(|s| &s.closed_max_age) == 1).await;
     assert!(!conn.is_finished(), "closed under an in-flight request");
     server.release.notify_one();
@@ -490,11 +506,14 @@ async fn h2_connection_past_max_age_gets_goaway_after_its_in_flight_request_comp
 async fn http1_connection_past_max_age_answers_in_flight_request_with_connection_close() {
     let server = Server::start(options(aged)).await;
     let (mut send, conn) = h1(server.addr, server.client(&[b"http/1.1"])).await;
-    let (connection, _) = body(send.send_request(get("/")).await.unwrap()).await;
-    assert_eq!(connection, None, "kept alive while young");
     let held = server.held.notified();
     let in_flight = tokio::spawn(send.send_request(get("/hold")));
-    held.await;
+    server.until_held(held).await;
+    assert_eq!(
+        server.count(|s| &s.closed_max_age),
+        0,
+        "in flight before the max age"
+    );
     eventually("the max age", || server.count(|s| &s.closed_max_age) == 1).await;
     server.release.notify_one();
     let resp = in_flight
