@@ -175,6 +175,12 @@ pub async fn serve_http<F, Fut, B, E>(
                     let _ = stop_rx.wait_for(|stop| *stop).await;
                 };
                 let io = TokioIo::new(stream);
+                let this = This {
+                    phases: &phases,
+                    remote,
+                    h2,
+                    deadline,
+                };
                 if h2 {
                     let conn = http2.serve_connection(io, service);
                     let idle = streams.idle(phases.first_request, phases.idle);
@@ -182,11 +188,8 @@ pub async fn serve_http<F, Fut, B, E>(
                         conn,
                         hyper::server::conn::http2::Connection::graceful_shutdown,
                         idle,
-                        deadline,
                         stop,
-                        &phases,
-                        remote,
-                        h2,
+                        this,
                     )
                     .await;
                 } else {
@@ -195,11 +198,8 @@ pub async fn serve_http<F, Fut, B, E>(
                         conn,
                         hyper::server::conn::http1::UpgradeableConnection::graceful_shutdown,
                         std::future::pending(),
-                        deadline,
                         stop,
-                        &phases,
-                        remote,
-                        h2,
+                        this,
                     )
                     .await;
                 }
@@ -220,6 +220,14 @@ struct Phases {
     stats: Arc<ServeStats>,
 }
 
+/// The connection [`drive`] runs.
+struct This<'a> {
+    phases: &'a Phases,
+    remote: SocketAddr,
+    h2: bool,
+    deadline: ConnectionDeadline,
+}
+
 /// Runs one hyper connection until it ends, or closes it gracefully at the
 /// first of: its deadline, shutdown, `idle` (HTTP/2). After a graceful
 /// close the connection is bounded by a drain deadline: [`serve`] enforces
@@ -228,14 +236,17 @@ async fn drive<C>(
     conn: C,
     graceful_shutdown: fn(Pin<&mut C>),
     idle: impl Future<Output = ()>,
-    deadline: ConnectionDeadline,
     stop: impl Future<Output = ()>,
-    phases: &Phases,
-    remote: SocketAddr,
-    h2: bool,
+    this: This<'_>,
 ) where
     C: Future<Output = Result<(), hyper::Error>>,
 {
+    let This {
+        phases,
+        remote,
+        h2,
+        deadline,
+    } = this;
     tokio::pin!(conn);
     let idle_close = tokio::select! {
         res = conn.as_mut() => {
