@@ -94,9 +94,9 @@ impl Default for HttpOptions {
 /// Connections close gracefully at their [`Accepted::deadline`] (maximum age
 /// or client certificate expiry): HTTP/2 sends GOAWAY and finishes the
 /// streams in flight; HTTP/1.1 answers the request in flight with
-/// `Connection: close`, or closes at once if idle. HTTP/1.1 upgrades leave
-/// hyper's hands and are only aborted at the deadline plus the drain
-/// timeout.
+/// `Connection: close`, or closes at once if idle. A connection upgraded
+/// with HTTP/1.1 `Upgrade` (e.g. WebSocket) is handed to the application
+/// with the upgrade and is outside these deadlines from then on.
 ///
 /// Every request carries the connection's [`PeerAuth`] and [`RemoteAddr`] in
 /// its extensions.
