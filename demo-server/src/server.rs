@@ -94,6 +94,7 @@ pub async fn run(args: Args) -> Result<()> {
             max_connections: args.max_connections,
             drain_timeout: args.shutdown_grace,
             stats,
+            ..ServeOptions::default()
         },
         header_read_timeout: args.header_read_timeout,
         idle_timeout: args.idle_timeout,

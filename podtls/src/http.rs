@@ -6,6 +6,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -18,9 +19,14 @@ use rustls_pki_types::ServerName;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::{ClientTls, ServerTls};
+use crate::conn_age::ConnectionDeadline;
 use crate::handshake::HandshakeError;
-use crate::serve::{serve, Accepted, ServeOptions};
+use crate::serve::{serve, Accepted, ServeOptions, ServeStats};
 use crate::verify::PeerAuth;
+
+mod streams;
+
+use streams::{Streams, TrackedBody};
 
 /// The client's address, inserted into every request's extensions next to
 /// the [`PeerAuth`].
@@ -28,18 +34,40 @@ use crate::verify::PeerAuth;
 pub struct RemoteAddr(pub SocketAddr);
 
 /// Options of [`serve_http`].
+///
+/// Every phase of a connection has a deadline, so a slow or silent peer
+/// never holds one of the `serve.max_connections` slots past it:
+///
+/// | phase | deadline |
+/// |---|---|
+/// | TLS handshake | `serve.handshake_timeout` (10 s) |
+/// | HTTP/1.1: first request head, each later head, idle keep-alive | `header_read_timeout` (10 s) |
+/// | HTTP/2: client preface and first request | `header_read_timeout` (10 s) |
+/// | HTTP/2: no open stream | `idle_timeout` (60 s), then GOAWAY |
+/// | HTTP/2: unresponsive peer | ping after `idle_timeout / 2` without traffic, close if unanswered within `idle_timeout / 2` |
+/// | any connection | `serve.max_connection_age` (1 h, jittered 10%) or the client certificate's expiry, then a graceful close |
+/// | after any graceful close | `serve.drain_timeout` (30 s), then the connection is dropped |
+///
+/// An idle HTTP/2 close (nothing in flight) waits at most
+/// `min(header_read_timeout, serve.drain_timeout)` for the peer after the
+/// GOAWAY. Request and response *bodies* have no deadline of their own
+/// (they are the application's; a slow body is bounded by the connection's
+/// maximum age).
 #[derive(Debug, Clone)]
 pub struct HttpOptions {
-    /// Accept-loop options (handshake timeout, connection limit, drain).
+    /// Accept-loop options (handshake timeout, connection limit, maximum
+    /// connection age, drain).
     pub serve: ServeOptions,
-    /// Deadline for reading a request's headers (HTTP/1.1; default 10 s).
-    /// hyper starts it when the connection begins waiting for the next
-    /// request, so it is also the idle timeout of HTTP/1.1 keep-alive
-    /// connections.
+    /// Deadline for reading a request's headers (default 10 s). HTTP/1.1:
+    /// hyper starts it whenever the connection waits for a request head,
+    /// including the first one, so it is also the idle timeout of
+    /// keep-alive connections. HTTP/2: the deadline for the client preface
+    /// and the first request.
     pub header_read_timeout: Duration,
-    /// HTTP/2: ping an idle peer after half of this and close the
-    /// connection if the ping is not answered within the other half.
-    /// Default 120 s.
+    /// HTTP/2: a connection with no open stream for this long is closed
+    /// gracefully (GOAWAY); a peer that sends nothing for half of it is
+    /// pinged and the connection closed if the ping is not answered within
+    /// the other half. Default 60 s.
     pub idle_timeout: Duration,
 }
 
@@ -48,15 +76,26 @@ impl Default for HttpOptions {
         HttpOptions {
             serve: ServeOptions::default(),
             header_read_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(120),
+            idle_timeout: Duration::from_secs(60),
         }
     }
 }
 
-/// Serves HTTP/1.1 and HTTP/2 (chosen by ALPN, see
-/// [`crate::ServerTlsBuilder::alpn`]) over TLS until `shutdown` completes,
-/// then stops accepting, lets in-flight requests finish and closes
-/// connections gracefully.
+/// Serves HTTP/1.1 and HTTP/2 over TLS until `shutdown` completes, then
+/// stops accepting, lets in-flight requests finish and closes connections
+/// gracefully.
+///
+/// The protocol is the one negotiated by ALPN (see
+/// [`crate::ServerTlsBuilder::alpn`]): `h2` is HTTP/2, anything else
+/// (including no ALPN) HTTP/1.1. There is no protocol sniffing, so no read
+/// without a deadline (see [`HttpOptions`] for every deadline).
+///
+/// Connections close gracefully at their [`Accepted::deadline`] (maximum age
+/// or client certificate expiry): HTTP/2 sends GOAWAY and finishes the
+/// streams in flight; HTTP/1.1 answers the request in flight with
+/// `Connection: close`, or closes at once if idle. A connection upgraded
+/// with HTTP/1.1 `Upgrade` (e.g. WebSocket) is handed to the application
+/// with the upgrade and is outside these deadlines from then on.
 ///
 /// Every request carries the connection's [`PeerAuth`] and [`RemoteAddr`] in
 /// its extensions.
@@ -76,53 +115,165 @@ pub async fn serve_http<F, Fut, B, E>(
 {
     let handler = Arc::new(handler);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1
         .timer(TokioTimer::new())
         .header_read_timeout(options.header_read_timeout)
         .keep_alive(true);
-    builder
-        .http2()
+    let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    http2
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(options.idle_timeout / 2))
         .keep_alive_timeout(options.idle_timeout / 2);
-    let builder = Arc::new(builder);
+    let http1 = Arc::new(http1);
+    let http2 = Arc::new(http2);
+    let phases = Phases {
+        first_request: options.header_read_timeout,
+        idle: options.idle_timeout,
+        idle_drain: options.header_read_timeout.min(options.serve.drain_timeout),
+        stats: options.serve.stats.clone(),
+    };
     let shutdown = async move {
         shutdown.await;
         let _ = stop_tx.send(true);
     };
-    serve(listener, tls, options.serve, shutdown, move |accepted: Accepted| {
-        let handler = handler.clone();
-        let builder = builder.clone();
-        let mut stop_rx = stop_rx.clone();
-        async move {
-            let Accepted {
-                stream,
-                peer,
-                remote,
-            } = accepted;
-            let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-                req.extensions_mut().insert(peer.clone());
-                req.extensions_mut().insert(RemoteAddr(remote));
-                handler(req)
-            });
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                res = conn.as_mut() => {
-                    if let Err(e) = res {
-                        tracing::debug!(%remote, error = %e, "podtls: HTTP connection ended with an error");
-                    }
-                }
-                _ = async { stop_rx.wait_for(|stop| *stop).await.map(|_| ()) } => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
+    serve(
+        listener,
+        tls,
+        options.serve,
+        shutdown,
+        move |accepted: Accepted| {
+            let handler = handler.clone();
+            let http1 = http1.clone();
+            let http2 = http2.clone();
+            let phases = phases.clone();
+            let mut stop_rx = stop_rx.clone();
+            async move {
+                let Accepted {
+                    stream,
+                    peer,
+                    remote,
+                    deadline,
+                } = accepted;
+                let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                let streams = Streams::default();
+                let service = {
+                    let streams = streams.clone();
+                    hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                        let guard = streams.open();
+                        req.extensions_mut().insert(peer.clone());
+                        req.extensions_mut().insert(RemoteAddr(remote));
+                        let response = handler(req);
+                        async move {
+                            let response = response.await?;
+                            Ok::<_, E>(response.map(|body| TrackedBody::new(body, guard)))
+                        }
+                    })
+                };
+                let stop = async move {
+                    let _ = stop_rx.wait_for(|stop| *stop).await;
+                };
+                let io = TokioIo::new(stream);
+                let this = This {
+                    phases: &phases,
+                    remote,
+                    h2,
+                    deadline,
+                };
+                if h2 {
+                    let conn = http2.serve_connection(io, service);
+                    let idle = streams.idle(phases.first_request, phases.idle);
+                    drive(
+                        conn,
+                        hyper::server::conn::http2::Connection::graceful_shutdown,
+                        idle,
+                        stop,
+                        this,
+                    )
+                    .await;
+                } else {
+                    let conn = http1.serve_connection(io, service).with_upgrades();
+                    drive(
+                        conn,
+                        hyper::server::conn::http1::UpgradeableConnection::graceful_shutdown,
+                        std::future::pending(),
+                        stop,
+                        this,
+                    )
+                    .await;
                 }
             }
-        }
-    })
+        },
+    )
     .await;
+}
+
+/// The per-connection deadlines [`drive`] enforces itself (the TLS
+/// handshake, HTTP/1.1 header and connection deadlines are enforced by
+/// [`serve`] and hyper).
+#[derive(Clone)]
+struct Phases {
+    first_request: Duration,
+    idle: Duration,
+    idle_drain: Duration,
+    stats: Arc<ServeStats>,
+}
+
+/// The connection [`drive`] runs.
+struct This<'a> {
+    phases: &'a Phases,
+    remote: SocketAddr,
+    h2: bool,
+    deadline: ConnectionDeadline,
+}
+
+/// Runs one hyper connection until it ends, or closes it gracefully at the
+/// first of: its deadline, shutdown, `idle` (HTTP/2). After a graceful
+/// close the connection is bounded by a drain deadline: [`serve`] enforces
+/// it for the deadline and shutdown; an idle close enforces its own.
+async fn drive<C>(
+    conn: C,
+    graceful_shutdown: fn(Pin<&mut C>),
+    idle: impl Future<Output = ()>,
+    stop: impl Future<Output = ()>,
+    this: This<'_>,
+) where
+    C: Future<Output = Result<(), hyper::Error>>,
+{
+    let This {
+        phases,
+        remote,
+        h2,
+        deadline,
+    } = this;
+    tokio::pin!(conn);
+    let idle_close = tokio::select! {
+        res = conn.as_mut() => {
+            if let Err(e) = res {
+                if !h2 && e.is_timeout() {
+                    phases.stats.header_timeouts.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%remote, "podtls: HTTP/1.1 request head timed out; closed");
+                } else {
+                    tracing::debug!(%remote, error = %e, "podtls: HTTP connection ended with an error");
+                }
+            }
+            return;
+        }
+        _ = deadline.reached() => false,
+        _ = stop => false,
+        _ = idle => true,
+    };
+    graceful_shutdown(conn.as_mut());
+    if !idle_close {
+        let _ = conn.await;
+        return;
+    }
+    phases.stats.closed_idle.fetch_add(1, Ordering::Relaxed);
+    tracing::debug!(%remote, "podtls: HTTP/2 connection idle; closing");
+    if tokio::time::timeout(phases.idle_drain, conn).await.is_err() {
+        phases.stats.drain_aborted.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(%remote, "podtls: idle HTTP/2 connection did not close in time; aborted");
+    }
 }
 
 /// The [`PeerAuth`] of a request served by [`serve_http`]

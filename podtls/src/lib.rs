@@ -69,6 +69,7 @@
 mod authorizer;
 mod cert_info;
 mod config;
+mod conn_age;
 mod credentials;
 mod error;
 mod file_watch;
@@ -99,6 +100,7 @@ pub use crate::config::{
     ClientAuth, ClientTls, ClientTlsBuilder, ServerAuth, ServerTls, ServerTlsBuilder,
     DEFAULT_HANDSHAKE_TIMEOUT,
 };
+pub use crate::conn_age::{CloseReason, ConnectionDeadline};
 pub use crate::credentials::{provider, Credentials, LeafKind};
 pub use crate::error::{Error, FileKind, Origin};
 pub use crate::file_watch::FileWatch;
