@@ -21,7 +21,7 @@ use crate::verifier::{
     ClientCertMode, DnsServerVerifier, SpiffeClientVerifier, SpiffeServerVerifier,
 };
 use crate::verify::{
-    verify_dns_server, verify_spiffe_peer, PeerAuth, PeerIdentity, PeerRole, VerifyError,
+    check_dns_server, verify_spiffe_peer, PeerAuth, PeerIdentity, PeerRole, VerifyError,
 };
 
 const SESSION_CACHE_SIZE: usize = 1024;
@@ -309,13 +309,13 @@ impl ServerAuth {
         intermediates: &[CertificateDer<'_>],
         server_name: &ServerName<'_>,
         now: UnixTime,
-    ) -> Result<PeerIdentity, VerifyError> {
+    ) -> Result<(), VerifyError> {
         match self {
             ServerAuth::Dns(roots) => {
                 let bundle = roots.current().ok_or_else(|| VerifyError::RootsNotLoaded {
                     what: roots.status().name.to_string(),
                 })?;
-                verify_dns_server(end_entity, intermediates, server_name, &bundle, now)
+                check_dns_server(end_entity, intermediates, server_name, &bundle, now)
             }
             ServerAuth::Spiffe(bundles, authorizer) => verify_spiffe_peer(
                 end_entity,
@@ -324,7 +324,8 @@ impl ServerAuth {
                 authorizer,
                 PeerRole::Server,
                 now,
-            ),
+            )
+            .map(|_| ()),
         }
     }
 }
@@ -423,7 +424,7 @@ impl ClientTls {
         intermediates: &[CertificateDer<'_>],
         server_name: &ServerName<'_>,
         now: UnixTime,
-    ) -> Result<PeerIdentity, VerifyError> {
+    ) -> Result<(), VerifyError> {
         self.server_auth
             .verify(end_entity, intermediates, server_name, now)
     }

@@ -14,7 +14,7 @@ use crate::authorizer::Authorizer;
 use crate::spiffe_bundles::SpiffeBundles;
 use crate::store::Store;
 use crate::trust_bundle::TrustBundle;
-use crate::verify::{verify_dns_server, verify_spiffe_peer, PeerRole, VerifyError};
+use crate::verify::{check_dns_server, verify_spiffe_peer, PeerRole, VerifyError};
 
 /// The handshake-signature methods every verifier here shares: rustls'
 /// WebPKI checks with the aws-lc-rs algorithms in `self.algorithms`.
@@ -216,8 +216,8 @@ impl ServerCertVerifier for DnsServerVerifier {
                 what: self.roots.status().name.to_string(),
             }));
         };
-        verify_dns_server(end_entity, intermediates, server_name, &bundle, now)
-            .map(|_| ServerCertVerified::assertion())
+        check_dns_server(end_entity, intermediates, server_name, &bundle, now)
+            .map(|()| ServerCertVerified::assertion())
             .map_err(to_rustls)
     }
 

@@ -212,15 +212,16 @@ pub fn verify_spiffe_peer(
         PeerRole::Client => webpki::KeyUsage::client_auth(),
     };
     let mut certificate = CertInfo::from_parsed(&leaf);
-    verify_chain(end_entity, intermediates, &bundle, usage, now).map_err(|(failure, detail)| {
-        VerifyError::Chain {
-            id: id.to_string(),
-            serial: certificate.serial.clone(),
-            trust_domain: id.trust_domain().to_string(),
-            failure,
-            detail,
-        }
-    })?;
+    let fail = |(failure, detail)| VerifyError::Chain {
+        id: id.to_string(),
+        serial: certificate.serial.clone(),
+        trust_domain: id.trust_domain().to_string(),
+        failure,
+        detail,
+    };
+    let ee = webpki::EndEntityCert::try_from(end_entity)
+        .map_err(|e| fail((ChainFailure::BadCertificate, e.to_string())))?;
+    verify_chain(&ee, intermediates, &bundle, usage, now).map_err(fail)?;
     authorizer.authorize(&id).map_err(|mut u| {
         u.serial = Some(certificate.serial.clone());
         u
@@ -242,44 +243,56 @@ pub fn verify_dns_server(
     roots: &TrustBundle,
     now: UnixTime,
 ) -> Result<PeerIdentity, VerifyError> {
-    let certificate = CertInfo::from_der(end_entity);
-    let serial = certificate
-        .as_ref()
-        .map(|c| c.serial.clone())
-        .unwrap_or_default();
+    check_dns_server(end_entity, intermediates, server_name, roots, now)?;
+    let certificate = CertInfo::from_der(end_entity).map_err(|detail| VerifyError::DnsChain {
+        serial: String::new(),
+        failure: ChainFailure::BadCertificate,
+        detail,
+    })?;
+    Ok(PeerIdentity { certificate })
+}
+
+/// [`verify_dns_server`] without the summary of the accepted leaf (the
+/// handshake path needs only the verdict; the leaf is parsed for its serial
+/// only when it is rejected).
+pub(crate) fn check_dns_server(
+    end_entity: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+    server_name: &ServerName<'_>,
+    roots: &TrustBundle,
+    now: UnixTime,
+) -> Result<(), VerifyError> {
     let fail = |(failure, detail)| VerifyError::DnsChain {
-        serial: serial.clone(),
+        serial: CertInfo::from_der(end_entity)
+            .map(|c| c.serial)
+            .unwrap_or_default(),
         failure,
         detail,
     };
+    let ee = webpki::EndEntityCert::try_from(end_entity)
+        .map_err(|e| fail((ChainFailure::BadCertificate, e.to_string())))?;
     verify_chain(
-        end_entity,
+        &ee,
         intermediates,
         roots,
         webpki::KeyUsage::server_auth(),
         now,
     )
     .map_err(fail)?;
-    let ee = webpki::EndEntityCert::try_from(end_entity)
-        .map_err(|e| fail((ChainFailure::of(&e), e.to_string())))?;
     ee.verify_is_valid_for_subject_name(server_name)
-        .map_err(|e| fail((ChainFailure::of(&e), e.to_string())))?;
-    let certificate = certificate.map_err(|e| fail((ChainFailure::BadCertificate, e)))?;
-    Ok(PeerIdentity { certificate })
+        .map_err(|e| fail((ChainFailure::of(&e), e.to_string())))
 }
 
 /// WebPKI path building against `bundle`, with the bundle's anchor rules
 /// applied to every candidate path (a rejected path lets WebPKI try
 /// another).
 fn verify_chain(
-    end_entity: &CertificateDer<'_>,
+    ee: &webpki::EndEntityCert<'_>,
     intermediates: &[CertificateDer<'_>],
     bundle: &TrustBundle,
     usage: webpki::KeyUsage,
     now: UnixTime,
 ) -> Result<(), (ChainFailure, String)> {
-    let ee = webpki::EndEntityCert::try_from(end_entity)
-        .map_err(|e| (ChainFailure::BadCertificate, e.to_string()))?;
     // The last anchor rule that refused a path, to name it in the error.
     let refused: Cell<Option<AnchorRejection>> = Cell::new(None);
     let anchor_rules = |path: &webpki::VerifiedPath<'_>| {
