@@ -111,9 +111,16 @@ pub struct Args {
     #[arg(long, env = "DEMO_SERVER_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub header_read_timeout: Duration,
 
-    /// Close idle HTTP/2 connections after this long without a ping answer.
-    #[arg(long, env = "DEMO_SERVER_IDLE_TIMEOUT", default_value = "120s", value_parser = humantime::parse_duration)]
+    /// Close (GOAWAY) HTTP/2 connections with no open stream for this long;
+    /// keep-alive pings every half of it close dead peers.
+    #[arg(long, env = "DEMO_SERVER_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     pub idle_timeout: Duration,
+
+    /// Close every connection gracefully at this age (randomly shortened by up
+    /// to 10%), or earlier when the client certificate it authenticated with
+    /// expires.
+    #[arg(long, env = "DEMO_SERVER_MAX_CONNECTION_AGE", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub max_connection_age: Duration,
 
     /// Maximum simultaneous connections.
     #[arg(long, env = "DEMO_SERVER_MAX_CONNECTIONS", default_value_t = 10_000)]

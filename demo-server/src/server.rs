@@ -93,6 +93,7 @@ pub async fn run(args: Args) -> Result<()> {
             handshake_timeout: args.handshake_timeout,
             max_connections: args.max_connections,
             drain_timeout: args.shutdown_grace,
+            max_connection_age: args.max_connection_age,
             stats,
             ..ServeOptions::default()
         },
