@@ -19,8 +19,12 @@ use rustls::HandshakeKind;
 use rustls_pki_types::{ServerName, UnixTime};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::config::{ClientTls, ServerTls};
+use crate::client_tls::ClientTls;
+use crate::server_tls::ServerTls;
 use crate::verify::{PeerAuth, VerifyError};
+
+/// The default deadline of a whole TLS handshake.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a handshake did not produce a usable connection.
 #[derive(Debug, thiserror::Error)]

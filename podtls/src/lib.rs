@@ -68,7 +68,7 @@
 
 mod authorizer;
 mod cert_info;
-mod config;
+mod client_tls;
 mod conn_age;
 mod credentials;
 mod error;
@@ -78,6 +78,7 @@ mod pem;
 mod pod_tls;
 mod resolver;
 mod serve;
+mod server_tls;
 mod session;
 mod spiffe_bundles;
 mod spiffe_id;
@@ -96,18 +97,16 @@ pub mod test_util;
 
 pub use crate::authorizer::{Authorizer, Unauthorized};
 pub use crate::cert_info::{format_time, CertInfo};
-pub use crate::config::{
-    ClientAuth, ClientTls, ClientTlsBuilder, ServerAuth, ServerTls, ServerTlsBuilder,
-    DEFAULT_HANDSHAKE_TIMEOUT,
-};
+pub use crate::client_tls::{ClientTls, ClientTlsBuilder, ServerAuth};
 pub use crate::conn_age::{CloseReason, ConnectionDeadline};
 pub use crate::credentials::{provider, Credentials, LeafKind};
 pub use crate::error::{Error, FileKind, Origin};
 pub use crate::file_watch::FileWatch;
-pub use crate::handshake::HandshakeError;
+pub use crate::handshake::{HandshakeError, DEFAULT_HANDSHAKE_TIMEOUT};
 pub use crate::pod_tls::{PodTls, PodTlsBuilder};
 pub use crate::resolver::CredentialResolver;
 pub use crate::serve::{serve, Accepted, ServeOptions, ServeStats};
+pub use crate::server_tls::{ClientAuth, ServerTls, ServerTlsBuilder};
 pub use crate::spiffe_bundles::SpiffeBundles;
 pub use crate::spiffe_id::{
     parse_spiffe_id, parse_trust_domain, SpiffeId, SpiffeIdError, TrustDomain, MAX_SPIFFE_ID_LEN,

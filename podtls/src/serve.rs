@@ -24,9 +24,9 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_rustls::server::TlsStream;
 
-use crate::config::ServerTls;
 use crate::conn_age::{close_deadline, jitter_sample, CloseReason, ConnectionDeadline};
 use crate::handshake::{log_rejection, HandshakeError};
+use crate::server_tls::ServerTls;
 use crate::verify::PeerAuth;
 
 /// A connection whose handshake completed.

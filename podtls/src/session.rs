@@ -29,6 +29,9 @@
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
+/// Sessions a cache holds, per generation.
+pub(crate) const SESSION_CACHE_SIZE: usize = 1024;
+
 /// Reads the current generation (trust bundles + own credentials).
 pub(crate) type Generation = Arc<dyn Fn() -> u64 + Send + Sync>;
 
