@@ -7,7 +7,9 @@
 #
 # Needs the nightly toolchain (`rustup toolchain install nightly`); installs
 # cargo-fuzz if it is missing. Targets run one at a time, each as a single
-# libFuzzer process, with the checked-in seeds (fuzz/seeds/<target>, read only)
+# in-process libFuzzer worker (cargo fuzz's default `--jobs 1`: no -fork, no
+# -jobs, which would only add a supervisor process and redirect the worker's
+# output to fuzz-0.log), with the checked-in seeds (fuzz/seeds/<target>, read only)
 # and a working corpus (fuzz/corpus/<target>, git-ignored, created as needed:
 # new inputs go there, never into the seeds). Crash inputs land in
 # fuzz/artifacts/<target>/, logs in fuzz/target/logs/<target>.log.
@@ -15,7 +17,7 @@
 set -euo pipefail
 
 usage() {
-    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -39,6 +41,10 @@ esac
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+if ! cargo +nightly --version >/dev/null 2>&1; then
+    echo "fuzz/run.sh needs the nightly toolchain: rustup toolchain install nightly --profile minimal" >&2
+    exit 2
+fi
 if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked
 fi
@@ -70,7 +76,8 @@ for target in "${targets[@]}"; do
     [[ -d $seeds ]] || { echo "no seed directory $seeds" >&2; exit 2; }
     mkdir -p "$work" "fuzz/artifacts/$target"
     log=$logs/$target.log
-    echo "=== $target (${runs:+$runs runs}${runs:-$seconds s})" >&2
+    if [[ -n $runs ]]; then bound_text="$runs runs"; else bound_text="$seconds s"; fi
+    echo "=== $target ($bound_text)" >&2
     start=$(date +%s)
     set +e
     cargo +nightly fuzz run "${build_flags[@]}" "$target" "$work" "$seeds" -- \
