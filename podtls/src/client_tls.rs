@@ -38,7 +38,8 @@ impl ServerAuth {
         }
     }
 
-    /// Verifies a server chain as a full handshake would at `now`.
+    /// Verifies a server chain as a full handshake would at `now` (what a
+    /// resumed session's stored chain is checked with).
     pub(crate) fn verify(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -115,6 +116,11 @@ impl ClientTls {
         &self.config
     }
 
+    /// How servers are verified.
+    pub fn server_auth(&self) -> &ServerAuth {
+        &self.server_auth
+    }
+
     /// The deadline [`ClientTls::connect`] gives a whole handshake.
     pub fn handshake_timeout(&self) -> Duration {
         self.handshake_timeout
@@ -152,17 +158,6 @@ impl ClientTls {
         if let Some(per) = &self.resuming {
             per.purge();
         }
-    }
-
-    pub(crate) fn verify_server(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        now: UnixTime,
-    ) -> Result<(), VerifyError> {
-        self.server_auth
-            .verify(end_entity, intermediates, server_name, now)
     }
 }
 

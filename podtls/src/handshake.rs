@@ -172,7 +172,8 @@ impl ClientTls {
             let chain = conn.peer_certificates().unwrap_or_default();
             let verdict = match chain.split_first() {
                 Some((leaf, intermediates)) => {
-                    self.verify_server(leaf, intermediates, &server_name, UnixTime::now())
+                    self.server_auth()
+                        .verify(leaf, intermediates, &server_name, UnixTime::now())
                 }
                 None => Err(VerifyError::NoCertificate),
             };
