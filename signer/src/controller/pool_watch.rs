@@ -80,8 +80,8 @@ impl Material for CaPool {
 /// latest state, and the watch stops when every receiver is dropped.
 ///
 /// # Errors
-/// [`podtls::Error::Watch`] when the watcher cannot start (a missing or malformed file is
-/// not an error here: it shows in [`PoolState::last_error`]).
+/// [`podtls::Error::Watch`] when the reload thread cannot be spawned (a watcher that cannot be
+/// created falls back to polling; a missing or malformed file shows in [`PoolState::last_error`]).
 pub fn spawn(path: &Path, period: Duration) -> Result<watch::Receiver<PoolState>, podtls::Error> {
     let timing = ReloadTiming {
         poll_interval: period,
