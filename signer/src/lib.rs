@@ -55,6 +55,7 @@ mod key_type;
 mod pem;
 mod request;
 mod requested_key;
+mod service_index;
 mod signer_config;
 mod signing_ca;
 mod snapshot;
@@ -73,6 +74,7 @@ pub use signer_config::{
     parse_trust_domain, SignerConfig, SignerKind, DEFAULT_GRACE_PERIOD, DEFAULT_MAX_LIFETIME,
     SERVICE_DNS_SIGNER_NAME, SPIFFE_SIGNER_NAME,
 };
+pub use service_index::ServiceIndex;
 pub use signing_ca::SigningCa;
 pub use snapshot::{PodInfo, PodSnapshot, ServiceInfo, ServiceType};
 

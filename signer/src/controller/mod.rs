@@ -15,6 +15,7 @@ mod metrics;
 mod pool_watch;
 mod reconcile;
 mod run;
+mod service_cache;
 mod sharding;
 mod trust_bundles;
 
@@ -32,10 +33,14 @@ pub use error::Error;
 pub use metrics::Metrics;
 pub use pool_watch::{spawn as watch_pool, PoolState, DEFAULT_RELOAD_PERIOD};
 pub use reconcile::{
-    error_policy, reconcile, service_info, snapshot, Clock, Context, API_ERROR_RETRY,
-    PENDING_RECHECK, SIGNER_ERROR_RETRY,
+    error_policy, reconcile, snapshot, Clock, Context, API_ERROR_RETRY, PENDING_RECHECK,
+    SIGNER_ERROR_RETRY,
 };
 pub use run::{run, ControllerConfig, SignerSetup};
+pub use service_cache::{
+    maintain as maintain_service_cache, service_cache, service_info, ServiceCache,
+    ServiceCacheWriter,
+};
 pub use sharding::{
     assigned_replica, desired_lease, fnv1_64, live_replicas, Sharding, ShardingConfig,
     LEASE_DURATION, LEASE_RENEWAL_PERIOD,

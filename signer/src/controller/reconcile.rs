@@ -1,9 +1,9 @@
 //! The reconciler: one PodCertificateRequest in, at most one status write out.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::PostParams;
 use kube::core::{ApiResource, PartialObjectMeta, TypeMeta};
 use kube::runtime::controller::Action;
@@ -18,9 +18,10 @@ use super::api_types::{
 };
 use super::metrics::Metrics;
 use super::pool_watch::PoolState;
+use super::service_cache::ServiceCache;
 use super::sharding::{Sharding, LEASE_RENEWAL_PERIOD};
 use super::Error;
-use crate::{issue, NotIssued, PodInfo, PodSnapshot, ServiceInfo, SignerConfig, SignerKind};
+use crate::{issue, NotIssued, PodInfo, PodSnapshot, SignerConfig, SignerKind};
 
 /// How soon a pending request (pod or Service not in the caches yet) is looked at again,
 /// at the latest; it is also looked at when it would turn into a denial.
@@ -45,8 +46,8 @@ pub struct Context {
     pub pool: watch::Receiver<PoolState>,
     /// Pods, metadata only (service-dns signer; empty otherwise).
     pub pods: Store<PartialObjectMeta<Pod>>,
-    /// Services (service-dns signer; empty otherwise).
-    pub services: Store<Service>,
+    /// Services, indexed by namespace and selector (service-dns signer; empty otherwise).
+    pub services: ServiceCache,
     /// Which requests this replica handles.
     pub sharding: Sharding,
     /// Metrics.
@@ -94,7 +95,10 @@ pub async fn reconcile(
     let mut current = (*pcr).clone();
     for attempt in 0..2 {
         let now = (ctx.clock)();
-        let (status, outcome) = match decide(&current, &ctx, now)? {
+        let started = Instant::now();
+        let decision = decide(&current, &ctx, now);
+        ctx.metrics.decided(&ctx.signer.name, started.elapsed());
+        let (status, outcome) = match decision? {
             Decision::Write(status, outcome) => (status, outcome),
             Decision::Requeue(action) => return Ok(action),
         };
@@ -248,28 +252,13 @@ pub fn snapshot(ctx: &Context, namespace: &str, pod_name: &str) -> PodSnapshot {
             uid: p.metadata.uid.clone().unwrap_or_default(),
             labels: p.metadata.labels.clone().unwrap_or_default(),
         });
-    let services = ctx
-        .services
-        .state()
-        .iter()
-        .filter(|s| s.metadata.namespace.as_deref() == Some(namespace))
-        .map(|s| service_info(s))
-        .collect();
+    // Only the Services that select the pod: found through the index, so this costs
+    // what the pod's labels and namespace cost, whatever the size of the cluster.
+    let services = pod
+        .as_ref()
+        .map(|p| ctx.services.selecting(p))
+        .unwrap_or_default();
     PodSnapshot { pod, services }
-}
-
-/// The issuer's view of a Service.
-pub fn service_info(s: &Service) -> ServiceInfo {
-    let spec = s.spec.as_ref();
-    ServiceInfo {
-        namespace: s.metadata.namespace.clone().unwrap_or_default(),
-        name: s.metadata.name.clone().unwrap_or_default(),
-        service_type: spec
-            .and_then(|s| s.type_.as_deref())
-            .unwrap_or_default()
-            .into(),
-        selector: spec.and_then(|s| s.selector.clone()).unwrap_or_default(),
-    }
 }
 
 async fn record(ctx: &Context, pcr: &PodCertificateRequest, outcome: &Outcome, now: SystemTime) {

@@ -22,6 +22,7 @@ use super::discovery::discover;
 use super::metrics::Metrics;
 use super::pool_watch::{self, PoolState};
 use super::reconcile::{error_policy, reconcile, Context};
+use super::service_cache::{self, service_cache};
 use super::sharding::{self, Sharding, ShardingConfig};
 use super::{admin, trust_bundles, Error};
 use crate::{SignerConfig, SignerKind};
@@ -129,7 +130,7 @@ pub async fn run(client: Client, config: ControllerConfig) -> Result<(), Error> 
         .iter()
         .any(|s| matches!(s.config.kind, SignerKind::ServiceDns));
     let (pods, pods_writer) = reflector::store::<PartialObjectMeta<Pod>>();
-    let (services, services_writer) = reflector::store::<Service>();
+    let (services, services_writer) = service_cache();
     if needs_snapshot {
         let pod_stream = reflector::reflector(
             pods_writer,
@@ -141,29 +142,25 @@ pub async fn run(client: Client, config: ControllerConfig) -> Result<(), Error> 
         )
         .default_backoff();
         tokio::spawn(drain("pods", pod_stream));
-        let service_stream = reflector::reflector(
-            services_writer,
-            watcher(
-                Api::<Service>::all(client.clone()),
-                watcher::Config::default().any_semantic(),
-            )
-            .modify(|s: &mut Service| {
-                s.metadata.managed_fields = None;
-                s.status = None;
-            }),
+        // Indexed by namespace and selector; only name, namespace, type and selector
+        // are kept (`service_cache`).
+        let service_stream = watcher(
+            Api::<Service>::all(client.clone()),
+            watcher::Config::default().any_semantic(),
         )
         .default_backoff();
-        tokio::spawn(drain("services", service_stream));
+        tokio::spawn(service_cache::maintain(
+            services_writer,
+            service_stream,
+            metrics.clone(),
+        ));
         pods.wait_until_ready()
             .await
             .map_err(|_| Error::CacheNotReady { what: "pods" })?;
-        services
-            .wait_until_ready()
-            .await
-            .map_err(|_| Error::CacheNotReady { what: "services" })?;
+        services.wait_until_ready().await?;
         tracing::info!(
             pods = pods.state().len(),
-            services = services.state().len(),
+            services = services.len(),
             "watch caches ready"
         );
     }

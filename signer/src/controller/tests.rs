@@ -148,10 +148,7 @@ impl Setup {
         for p in self.pods {
             pods_writer.apply_watcher_event(&watcher::Event::Apply(p));
         }
-        let (services, mut services_writer) = reflector::store::<Service>();
-        for s in self.services {
-            services_writer.apply_watcher_event(&watcher::Event::Apply(s));
-        }
+        let services = ServiceCache::fixed(self.services);
         let (_tx, pool) = watch::channel(self.pool);
         let ctx = Context {
             client: client.clone(),
