@@ -9,8 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use futures::StreamExt as _;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Pod, Service};
-use kube::core::PartialObjectMeta;
+use k8s_openapi::api::core::v1::Service;
 use kube::runtime::controller::Controller;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
@@ -18,6 +17,7 @@ use kube::runtime::{watcher, WatchStreamExt as _};
 use kube::{Api, Client};
 use tokio::sync::watch;
 
+use super::cluster_view::{drain, ClusterView};
 use super::discovery::discover;
 use super::metrics::Metrics;
 use super::pool_watch::{self, PoolState};
@@ -123,24 +123,15 @@ pub async fn run(client: Client, config: ControllerConfig) -> Result<(), Error> 
     let apis = discover(&client).await?;
     tracing::info!(pcr = %apis.pcr.api_version, ctb = %apis.ctb.api_version, "discovered certificates.k8s.io versions");
 
-    // Watch caches: Services and Pods (metadata only) for the service-dns signer.
-    let needs_snapshot = config
+    // Watch caches: pods, Nodes and ServiceAccounts for every signer's entitlement
+    // checks; Services for the service-dns signer.
+    let cluster = ClusterView::start(&client).await?;
+    let needs_services = config
         .signers
         .iter()
         .any(|s| matches!(s.config.kind, SignerKind::ServiceDns));
-    let (pods, pods_writer) = reflector::store::<PartialObjectMeta<Pod>>();
     let (services, services_writer) = reflector::store::<Service>();
-    if needs_snapshot {
-        let pod_stream = reflector::reflector(
-            pods_writer,
-            // `Api<PartialObjectMeta<_>>` lists and watches metadata only.
-            watcher(
-                Api::<PartialObjectMeta<Pod>>::all(client.clone()),
-                watcher::Config::default().any_semantic(),
-            ),
-        )
-        .default_backoff();
-        tokio::spawn(drain("pods", pod_stream));
+    if needs_services {
         let service_stream = reflector::reflector(
             services_writer,
             watcher(
@@ -154,18 +145,11 @@ pub async fn run(client: Client, config: ControllerConfig) -> Result<(), Error> 
         )
         .default_backoff();
         tokio::spawn(drain("services", service_stream));
-        pods.wait_until_ready()
-            .await
-            .map_err(|_| Error::CacheNotReady { what: "pods" })?;
         services
             .wait_until_ready()
             .await
             .map_err(|_| Error::CacheNotReady { what: "services" })?;
-        tracing::info!(
-            pods = pods.state().len(),
-            services = services.state().len(),
-            "watch caches ready"
-        );
+        tracing::info!(services = services.state().len(), "service cache ready");
     }
 
     let sharding = match &config.sharding {
@@ -197,7 +181,7 @@ pub async fn run(client: Client, config: ControllerConfig) -> Result<(), Error> 
             pcr_api: apis.pcr.clone(),
             signer: setup.config.clone(),
             pool: pool.clone(),
-            pods: pods.clone(),
+            cluster: cluster.clone(),
             services: services.clone(),
             sharding: sharding.clone(),
             metrics: metrics.clone(),
@@ -268,16 +252,4 @@ async fn start_sharding(client: &Client, config: &ShardingConfig) -> Result<Shar
         config: config.clone(),
         leases: leases as Store<Lease>,
     })
-}
-
-async fn drain<S, T>(what: &'static str, stream: S)
-where
-    S: futures::Stream<Item = Result<T, watcher::Error>>,
-{
-    futures::pin_mut!(stream);
-    while let Some(item) = stream.next().await {
-        if let Err(error) = item {
-            tracing::warn!(cache = what, %error, "watch error; retrying with backoff");
-        }
-    }
 }
