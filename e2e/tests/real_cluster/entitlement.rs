@@ -287,8 +287,16 @@ fn refused_by_policy(status: &kube::core::Status) -> bool {
 pub(crate) async fn a_foreign_identity_claiming_a_pod_gets_nothing(
     mesh: &Mesh<'_>,
     requests: &Requests,
+    signer: &SignerReplica,
 ) -> Result<()> {
     let admin = &mesh.client;
+    // The signer sees the policy in force (it checks at start and every minute).
+    let enforced = metric_sum(
+        &signer.metrics().await?,
+        "podtls_signer_requester_policy_enforced",
+        &[],
+    );
+    ensure!(enforced == 1.0, "podtls_signer_requester_policy_enforced is {enforced}");
     for doc in [
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": INTRUDER_NS}}),
         json!({"apiVersion": "v1", "kind": "ServiceAccount",
@@ -380,7 +388,15 @@ pub(crate) async fn a_foreign_identity_claiming_a_pod_gets_nothing(
     };
 
     // 1. With the admission policy: refused before it is stored.
-    match file(&intruder, mesh.cluster, &requests.apis, &intruder_key, &exact).await? {
+    match file(
+        &intruder,
+        mesh.cluster,
+        &requests.apis,
+        &intruder_key,
+        &exact,
+    )
+    .await?
+    {
         Ok(name) => bail!("the API server stored the intruder's exact copy {ns}/{name}"),
         Err(status) => ensure!(
             refused_by_policy(&status),
@@ -398,7 +414,9 @@ pub(crate) async fn a_foreign_identity_claiming_a_pod_gets_nothing(
         )),
     );
     let binding = bindings.get(POLICY_BINDING).await?;
-    bindings.delete(POLICY_BINDING, &DeleteParams::default()).await?;
+    bindings
+        .delete(POLICY_BINDING, &DeleteParams::default())
+        .await?;
     let result = async {
         let client_sa_uid = sa_uid(ns, "client").await?;
         let unauth_pod = Api::<Pod>::namespaced(intruder.clone(), "service-dns-unauth-client")
@@ -459,7 +477,15 @@ pub(crate) async fn a_foreign_identity_claiming_a_pod_gets_nothing(
                 &format!("claim {} accepted for storage", claim.what),
                 Duration::from_secs(30),
                 || async {
-                    match file(&intruder, mesh.cluster, &requests.apis, &intruder_key, claim).await? {
+                    match file(
+                        &intruder,
+                        mesh.cluster,
+                        &requests.apis,
+                        &intruder_key,
+                        claim,
+                    )
+                    .await?
+                    {
                         Ok(name) => Ok(Some(name)),
                         Err(s) if refused_by_policy(&s) => Ok(None),
                         Err(s) => bail!("claim {} refused: {s:?}", claim.what),
@@ -529,7 +555,15 @@ pub(crate) async fn a_foreign_identity_claiming_a_pod_gets_nothing(
         Duration::from_secs(30),
         || async {
             Ok(
-                match file(&intruder, mesh.cluster, &requests.apis, &intruder_key, &probe).await? {
+                match file(
+                    &intruder,
+                    mesh.cluster,
+                    &requests.apis,
+                    &intruder_key,
+                    &probe,
+                )
+                .await?
+                {
                     Err(s) if refused_by_policy(&s) => Some(()),
                     _ => None,
                 },
@@ -537,7 +571,15 @@ pub(crate) async fn a_foreign_identity_claiming_a_pod_gets_nothing(
         },
     )
     .await?;
-    match file(&intruder, mesh.cluster, &requests.apis, &intruder_key, &exact).await? {
+    match file(
+        &intruder,
+        mesh.cluster,
+        &requests.apis,
+        &intruder_key,
+        &exact,
+    )
+    .await?
+    {
         Ok(name) => bail!("the API server stored the intruder's exact copy {ns}/{name}"),
         Err(status) => ensure!(refused_by_policy(&status), "{status:?}"),
     }

@@ -120,7 +120,7 @@ async fn suite(cluster: &TestCluster, api_version: &str) -> Result<()> {
     denials_are_terminal_with_reasons(&mesh, &requests)
         .await
         .context("denials")?;
-    a_foreign_identity_claiming_a_pod_gets_nothing(&mesh, &requests)
+    a_foreign_identity_claiming_a_pod_gets_nothing(&mesh, &requests, &signer_a)
         .await
         .context("a foreign identity claiming pods")?;
 

@@ -30,6 +30,7 @@ pub struct Metrics {
     issuance_latency: Family<Labels, Histogram>,
     pool_loaded: Family<Labels, Gauge>,
     trust_bundle_applies: Family<Labels, Counter>,
+    requester_policy_enforced: Gauge,
 }
 
 impl Default for Metrics {
@@ -53,6 +54,12 @@ impl Metrics {
         );
         let pool_loaded = Family::<Labels, Gauge>::default();
         let trust_bundle_applies = Family::<Labels, Counter>::default();
+        let requester_policy_enforced = Gauge::default();
+        registry.register(
+            "requester_policy_enforced",
+            "1 while the ValidatingAdmissionPolicyBinding that lets only a pod's own kubelet request certificates exists and denies",
+            requester_policy_enforced.clone(),
+        );
         registry.register(
             "issued",
             "PodCertificateRequests issued, by signer",
@@ -109,7 +116,13 @@ impl Metrics {
             issuance_latency,
             pool_loaded,
             trust_bundle_applies,
+            requester_policy_enforced,
         }
+    }
+
+    /// Whether the requester admission policy is in force.
+    pub fn requester_policy_enforced(&self, enforced: bool) {
+        self.requester_policy_enforced.set(i64::from(enforced));
     }
 
     /// Counts an issued certificate and how long after creation it was accepted.

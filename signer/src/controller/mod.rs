@@ -15,6 +15,7 @@ mod error;
 mod metrics;
 mod pool_watch;
 mod reconcile;
+mod requester_policy;
 mod run;
 mod sharding;
 mod trust_bundles;
@@ -37,6 +38,7 @@ pub use reconcile::{
     error_policy, reconcile, service_info, snapshot, Clock, Context, API_ERROR_RETRY,
     PENDING_RECHECK, SIGNER_ERROR_RETRY,
 };
+pub use requester_policy::{PolicyState, REQUESTER_POLICY_BINDING};
 pub use run::{run, ControllerConfig, SignerSetup};
 pub use sharding::{
     assigned_replica, desired_lease, fnv1_64, live_replicas, Sharding, ShardingConfig,

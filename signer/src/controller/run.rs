@@ -23,7 +23,7 @@ use super::metrics::Metrics;
 use super::pool_watch::{self, PoolState};
 use super::reconcile::{error_policy, reconcile, Context};
 use super::sharding::{self, Sharding, ShardingConfig};
-use super::{admin, trust_bundles, Error};
+use super::{admin, requester_policy, trust_bundles, Error};
 use crate::{SignerConfig, SignerKind};
 
 /// One enabled signer and its pool file.
@@ -167,6 +167,8 @@ pub async fn run(client: Client, config: ControllerConfig) -> Result<(), Error> 
             metrics.clone(),
         ));
     }
+
+    tokio::spawn(requester_policy::watch(client.clone(), metrics.clone()));
 
     let recorder = Recorder::new(
         client.clone(),
