@@ -200,7 +200,10 @@ async fn wait_for_cached_services(signer: &SignerReplica, services: usize) -> Re
         if !text.contains("podtls_signer_cached_services") {
             // A signer from before the gauge (comparison runs): it is ready only once
             // its first list of Services is complete, and it is ready.
-            eprintln!("replica {}: no cached_services gauge; readiness is the check", signer.pod);
+            eprintln!(
+                "replica {}: no cached_services gauge; readiness is the check",
+                signer.pod
+            );
             return Ok(());
         }
         seen = metric_sum(&text, "podtls_signer_cached_services", &[]);

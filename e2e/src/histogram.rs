@@ -114,7 +114,11 @@ podtls_signer_decision_seconds_bucket{le=\"0.002\",signer=\"b\"} 7\n";
         assert!((p25 - 0.0015).abs() < 1e-12, "{p25}");
         let p70 = h.quantile(0.7).expect("observations");
         assert!((p70 - 0.003).abs() < 1e-12, "{p70}");
-        assert_eq!(h.quantile(0.99), Some(0.004), "falls in +Inf: largest bound");
+        assert_eq!(
+            h.quantile(0.99),
+            Some(0.004),
+            "falls in +Inf: largest bound"
+        );
         assert_eq!(Histogram::default().quantile(0.5), None);
     }
 

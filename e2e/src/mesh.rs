@@ -81,6 +81,9 @@ impl<'c> Mesh<'c> {
         let controller_docs =
             manifests::load(&manifests::manifests_dir().join("controller/controller.yaml"))?;
         manifests::apply_all(&client, &controller_docs).await?;
+        let policy =
+            manifests::load(&manifests::manifests_dir().join("controller/admission-policy.yaml"))?;
+        manifests::apply_all(&client, &policy).await?;
         let mesh = Mesh {
             cluster,
             client,

@@ -11,8 +11,13 @@ use std::time::SystemTime;
 use anyhow::{anyhow, Context, Result};
 use podtls::test_util::AtomicWriter;
 use signer::{
-    issue, CaPool, IssuanceRequest, KeyMaterial, PodInfo, PodSnapshot, ServiceInfo, SignerConfig,
+    issue, CaPool, IssuanceRequest, KeyMaterial, ObjectIdentity, PodInfo, PodSnapshot, ServiceInfo,
+    SignerConfig,
 };
+
+/// The one Node of the local system.
+pub const NODE_NAME: &str = "local-node";
+const NODE_UID: &str = "local-node-0000-0000-000000000000";
 
 /// A pod as the kubelet stand-in sees it.
 #[derive(Debug, Clone)]
@@ -96,19 +101,31 @@ impl PodVolumes {
                     .unwrap_or_default()
                     .as_nanos()
             ),
-            created_at: Some(now),
             signer_name: config.name.clone(),
             pod_name: pod.info.name.clone(),
             pod_uid: pod.info.uid.clone(),
             service_account_name: pod.service_account.clone(),
+            service_account_uid: service_account_uid(pod),
+            node_name: NODE_NAME.into(),
+            node_uid: NODE_UID.into(),
             max_expiration_seconds: None,
             key_material: KeyMaterial::StubPkcs10 {
                 csr: csr.der().to_vec(),
             },
             unverified_user_annotations: BTreeMap::new(),
         };
+        // What the signer would find in the cluster: the pod, its Node, its
+        // ServiceAccount and the Services.
         let snapshot = PodSnapshot {
             pod: Some(pod.info.clone()),
+            node: Some(ObjectIdentity {
+                name: NODE_NAME.into(),
+                uid: NODE_UID.into(),
+            }),
+            service_account: Some(ObjectIdentity {
+                name: pod.service_account.clone(),
+                uid: service_account_uid(pod),
+            }),
             services: services.to_vec(),
         };
         let issued = issue(&request, config, pool.signing_ca(), &snapshot, now)
@@ -119,4 +136,8 @@ impl PodVolumes {
             .context("projecting the credential bundle")?;
         Ok(issued.serial)
     }
+}
+
+fn service_account_uid(pod: &Pod) -> String {
+    format!("{}-sa-{}", pod.info.namespace, pod.service_account)
 }

@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
-use signer::{generate_ca, CaPool, KeyType, PodInfo, ServiceInfo, ServiceType, SignerConfig};
+use signer::{
+    generate_ca, CaPool, CertificateSource, KeyType, PodInfo, ServiceInfo, ServiceType,
+    SignerConfig,
+};
 
 use crate::kubelet::Pod;
 
@@ -123,6 +126,17 @@ fn pod(namespace: &str, name: &str, sa: &str, signer: Option<&str>) -> Pod {
             name: name.into(),
             uid: format!("{namespace}-{name}-0000-0000-000000000000"),
             labels: BTreeMap::from([("app".to_string(), name.to_string())]),
+            service_account_name: sa.into(),
+            node_name: Some(crate::kubelet::NODE_NAME.into()),
+            terminating: false,
+            mirror: false,
+            certificate_sources: signer
+                .map(|s| CertificateSource {
+                    signer_name: s.into(),
+                    key_type: KeyType::EcdsaP256.as_str().into(),
+                })
+                .into_iter()
+                .collect(),
         },
         service_account: sa.into(),
         signer: signer.map(str::to_string),

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use signer::test_util::RequesterKey;
 use signer::{
-    generate_ca, issue, parse_trust_domain, IssuanceRequest, KeyType, PodSnapshot, SignerConfig,
+    generate_ca, issue, parse_trust_domain, IssuanceRequest, KeyType, SignerConfig,
     DEFAULT_CA_VALIDITY, SPIFFE_SIGNER_NAME,
 };
 
@@ -36,16 +36,18 @@ fn bench_issue(c: &mut Criterion) {
             let request = IssuanceRequest {
                 namespace: "bench".into(),
                 name: "pcr".into(),
-                created_at: Some(now),
                 signer_name: SPIFFE_SIGNER_NAME.into(),
                 pod_name: "pod".into(),
                 pod_uid: POD_UID.into(),
                 service_account_name: "sa".into(),
+                service_account_uid: "sa-uid".into(),
+                node_name: "node".into(),
+                node_uid: "node-uid".into(),
                 max_expiration_seconds: Some(86_400),
                 key_material: material,
                 unverified_user_annotations: Default::default(),
             };
-            let snapshot = PodSnapshot::default();
+            let snapshot = signer::test_util::entitled_snapshot(&request, &[]);
             group.bench_with_input(
                 BenchmarkId::new(
                     format!("ca-{ca_type}"),

@@ -95,6 +95,7 @@ fn main() {
             ("app".into(), "app-0".into()),
             ("pod-template-hash".into(), "5d8f7c9b4".into()),
         ]),
+        ..Default::default()
     };
     println!("Services selecting one pod, {NAMESPACES} namespaces, {rounds} rounds of {round:?}, median ns per lookup");
     println!();
@@ -125,10 +126,8 @@ fn main() {
             found.iter().filter(|s| s.selects(&pod)).count()
         };
         let namespace = || {
-            let found: Vec<ServiceInfo> = by_namespace
-                .in_namespace(&pod.namespace)
-                .cloned()
-                .collect();
+            let found: Vec<ServiceInfo> =
+                by_namespace.in_namespace(&pod.namespace).cloned().collect();
             found.iter().filter(|s| s.selects(&pod)).count()
         };
         let selector = || cache.selecting(&pod).len();

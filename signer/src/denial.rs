@@ -7,7 +7,6 @@
 //! request cannot fix; anything that may resolve by itself is [`Pending`].
 
 use std::fmt;
-use std::time::SystemTime;
 
 use crate::Error;
 
@@ -31,11 +30,24 @@ pub enum DenialReason {
     InvalidStubPkcs10Request,
     /// Neither or both of `stubPKCS10Request` and `pkixPublicKey` are set.
     InvalidKeyMaterial,
-    /// The pod named by the request does not exist (or has another UID) and the grace
-    /// period for caches to catch up is over.
-    PodNotFound,
-    /// No Service selects the pod and the grace period is over (service-dns signer).
-    NoMatchingService,
+    /// The pod with the request's name has another UID: the request is for a pod that
+    /// no longer exists (confirmed by a live read, never from a cache alone).
+    PodUidMismatch,
+    /// The pod is terminating (`metadata.deletionTimestamp` set).
+    PodTerminating,
+    /// The pod is the mirror of a static pod; those get no pod certificates.
+    MirrorPod,
+    /// `spec.serviceAccountName` is not the pod's ServiceAccount.
+    ServiceAccountMismatch,
+    /// `spec.serviceAccountUID` is not the UID of the ServiceAccount it names.
+    ServiceAccountUidMismatch,
+    /// `spec.nodeName` is not the node the pod is bound to.
+    NodeMismatch,
+    /// `spec.nodeUID` is not the UID of the Node it names.
+    NodeUidMismatch,
+    /// The pod's spec has no `podCertificate` projected volume source for this signer
+    /// and the requested key type: nothing in the pod asked for this certificate.
+    NoPodCertificateSource,
     /// The request's namespace or service account cannot form a valid SPIFFE ID.
     InvalidSpiffeId,
 }
@@ -50,10 +62,34 @@ impl DenialReason {
             DenialReason::InvalidProofOfPossession => "InvalidProofOfPossession",
             DenialReason::InvalidStubPkcs10Request => "InvalidStubPKCS10Request",
             DenialReason::InvalidKeyMaterial => "InvalidKeyMaterial",
-            DenialReason::PodNotFound => "PodNotFound",
-            DenialReason::NoMatchingService => "NoMatchingService",
+            DenialReason::PodUidMismatch => "PodUIDMismatch",
+            DenialReason::PodTerminating => "PodTerminating",
+            DenialReason::MirrorPod => "MirrorPod",
+            DenialReason::ServiceAccountMismatch => "ServiceAccountMismatch",
+            DenialReason::ServiceAccountUidMismatch => "ServiceAccountUIDMismatch",
+            DenialReason::NodeMismatch => "NodeMismatch",
+            DenialReason::NodeUidMismatch => "NodeUIDMismatch",
+            DenialReason::NoPodCertificateSource => "NoPodCertificateSource",
             DenialReason::InvalidSpiffeId => "InvalidSpiffeID",
         }
+    }
+
+    /// Whether the denial was judged from the cluster's state (pod, Node,
+    /// ServiceAccount) rather than from the request alone. A controller deciding from
+    /// watch caches confirms such a denial against objects read live before writing it:
+    /// a cache that lags must never strand a pod.
+    pub fn depends_on_cluster_state(self) -> bool {
+        matches!(
+            self,
+            DenialReason::PodUidMismatch
+                | DenialReason::PodTerminating
+                | DenialReason::MirrorPod
+                | DenialReason::ServiceAccountMismatch
+                | DenialReason::ServiceAccountUidMismatch
+                | DenialReason::NodeMismatch
+                | DenialReason::NodeUidMismatch
+                | DenialReason::NoPodCertificateSource
+        )
     }
 }
 
@@ -72,13 +108,36 @@ pub struct Denial {
     pub message: String,
 }
 
+/// The longest condition message written, in bytes. kube-apiserver refuses condition
+/// messages over 32 KiB (the status write would fail and be retried forever); a human
+/// needs far less.
+pub const MAX_MESSAGE_BYTES: usize = 4096;
+
 impl Denial {
+    /// A denial; a message longer than [`MAX_MESSAGE_BYTES`] is cut at a character
+    /// boundary and says how much was cut.
     pub(crate) fn new(reason: DenialReason, message: impl Into<String>) -> Self {
         Denial {
             reason,
-            message: message.into(),
+            message: cap_message(message.into()),
         }
     }
+}
+
+/// Cuts `message` to at most [`MAX_MESSAGE_BYTES`], marking the cut.
+pub(crate) fn cap_message(mut message: String) -> String {
+    if message.len() <= MAX_MESSAGE_BYTES {
+        return message;
+    }
+    let total = message.len();
+    // Room for the marker; the cut lands on a character boundary.
+    let mut cut = MAX_MESSAGE_BYTES - 64;
+    while !message.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    message.truncate(cut);
+    message.push_str(&format!(" ... ({} of {total} bytes cut)", total - cut));
+    message
 }
 
 impl fmt::Display for Denial {
@@ -127,11 +186,22 @@ impl fmt::Display for Failure {
 }
 
 /// Why a request is left pending.
+///
+/// None of these turns into a denial with time: each may heal (a cache catches up, a
+/// Service is created or its selector fixed). A request that never heals is deleted by
+/// kube-controller-manager's PodCertificateRequest cleaner after 15 minutes, and
+/// kubelet files a new one; a denial instead would be final for the pod.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum PendingReason {
-    /// The pod is not (yet) in the snapshot, or has another UID.
+    /// The pod is not in the snapshot (not seen yet, or deleted).
     PodNotInSnapshot,
+    /// The pod has no `spec.nodeName` in the snapshot yet.
+    PodNotBound,
+    /// The Node the request names is not in the snapshot.
+    NodeNotInSnapshot,
+    /// The ServiceAccount the request names is not in the snapshot.
+    ServiceAccountNotInSnapshot,
     /// No Service selects the pod (yet).
     NoMatchingService,
 }
@@ -141,6 +211,9 @@ impl PendingReason {
     pub fn as_str(self) -> &'static str {
         match self {
             PendingReason::PodNotInSnapshot => "PodNotInSnapshot",
+            PendingReason::PodNotBound => "PodNotBound",
+            PendingReason::NodeNotInSnapshot => "NodeNotInSnapshot",
+            PendingReason::ServiceAccountNotInSnapshot => "ServiceAccountNotInSnapshot",
             PendingReason::NoMatchingService => "NoMatchingService",
         }
     }
@@ -153,9 +226,15 @@ pub struct Pending {
     pub reason: PendingReason,
     /// Details, for logs.
     pub message: String,
-    /// When the same situation turns into a denial (request creation + grace period), if
-    /// the request's creation time is known. A controller should look again by then.
-    pub deny_at: Option<SystemTime>,
+}
+
+impl Pending {
+    pub(crate) fn new(reason: PendingReason, message: impl Into<String>) -> Self {
+        Pending {
+            reason,
+            message: message.into(),
+        }
+    }
 }
 
 impl fmt::Display for Pending {
@@ -172,7 +251,7 @@ pub enum NotIssued {
     Denied(Denial),
     /// Terminal: write a `Failed` condition.
     Failed(Failure),
-    /// Not terminal: write nothing, retry later (see [`Pending::deny_at`]).
+    /// Not terminal: write nothing, look again later.
     Pending(Pending),
     /// Not terminal: the signer's own problem (CA not valid now, signing failed, a
     /// request routed to the wrong signer). Retry with backoff; never a `Failed`.

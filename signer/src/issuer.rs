@@ -15,9 +15,10 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 use crate::denial::{
     Denial, DenialReason, Failure, FailureReason, NotIssued, Pending, PendingReason,
 };
+use crate::entitlement::check_entitlement;
 use crate::request::DEFAULT_MAX_EXPIRATION_SECONDS;
 use crate::requested_key::RequestedKey;
-use crate::snapshot::PodSnapshot;
+use crate::snapshot::{PodInfo, PodSnapshot};
 use crate::{Error, IssuanceRequest, KeyType, SignerConfig, SignerKind, SigningCa};
 
 /// How far notBefore is backdated from the issuance time. kube-apiserver rejects a
@@ -61,7 +62,9 @@ pub struct Issued {
 /// none: `InvalidUnverifiedUserAnnotations`); the key material parses, is an accepted key
 /// type (`UnsupportedKeyType`) and verifies (proof of possession or CSR self-signature);
 /// `maxExpirationSeconds` allows at least one hour (else `Failed`); the identity
-/// (SPIFFE ID, or the selecting Services); the CA is valid now. The leaf is then signed
+/// the pod's entitlement ([`check_entitlement`]: the live pod, Node and ServiceAccount
+/// match the request, the pod mounts a `podCertificate` source for this signer and key
+/// type); the identity (SPIFFE ID, or the selecting Services); the CA is valid now. The leaf is then signed
 /// and checked against the request once more before it is returned.
 pub fn issue(
     request: &IssuanceRequest,
@@ -116,9 +119,11 @@ pub fn issue(
         }));
     }
 
+    let pod = check_entitlement(request, key.key_type(), snapshot)?;
+
     let (sans, identities) = match &config.kind {
         SignerKind::Spiffe { trust_domain } => spiffe_san(request, trust_domain)?,
-        SignerKind::ServiceDns => service_dns_sans(request, config, snapshot, now)?,
+        SignerKind::ServiceDns => service_dns_sans(pod, snapshot)?,
     };
 
     let lifetime = config.max_lifetime.min(max_expiration);
@@ -213,33 +218,9 @@ fn spiffe_san(
 }
 
 fn service_dns_sans(
-    request: &IssuanceRequest,
-    config: &SignerConfig,
+    pod: &PodInfo,
     snapshot: &PodSnapshot,
-    now: SystemTime,
 ) -> Result<(Vec<SanType>, Vec<String>), NotIssued> {
-    let deny_at = request.created_at.map(|c| c + config.grace_period);
-    let grace_over = deny_at.is_some_and(|d| now >= d);
-
-    let pod = snapshot.pod.as_ref().filter(|p| {
-        p.namespace == request.namespace && p.name == request.pod_name && p.uid == request.pod_uid
-    });
-    let Some(pod) = pod else {
-        let message = format!(
-            "pod {}/{} with UID {} is not in the cluster snapshot",
-            request.namespace, request.pod_name, request.pod_uid
-        );
-        return Err(if grace_over {
-            NotIssued::Denied(Denial::new(DenialReason::PodNotFound, message))
-        } else {
-            NotIssued::Pending(Pending {
-                reason: PendingReason::PodNotInSnapshot,
-                message,
-                deny_at,
-            })
-        });
-    };
-
     let mut names: Vec<String> = snapshot
         .services
         .iter()
@@ -252,20 +233,15 @@ fn service_dns_sans(
 
     if names.is_empty() {
         // A certificate without SANs is useless, and kubelet would keep it until
-        // beginRefreshAt (up to a day): wait for a Service instead, then deny.
-        let message = format!(
-            "no Service of type ClusterIP, NodePort or LoadBalancer with a non-empty selector selects pod {}/{}",
-            request.namespace, request.pod_name
-        );
-        return Err(if grace_over {
-            NotIssued::Denied(Denial::new(DenialReason::NoMatchingService, message))
-        } else {
-            NotIssued::Pending(Pending {
-                reason: PendingReason::NoMatchingService,
-                message,
-                deny_at,
-            })
-        });
+        // beginRefreshAt (up to a day). Never deny either: a Service may be (re)created
+        // or its selector fixed at any time, and a denial would be final for the pod.
+        return Err(NotIssued::Pending(Pending::new(
+            PendingReason::NoMatchingService,
+            format!(
+                "no Service of type ClusterIP, NodePort or LoadBalancer with a non-empty selector selects pod {}/{}",
+                pod.namespace, pod.name
+            ),
+        )));
     }
 
     let mut sans = Vec::with_capacity(names.len());

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::test_util::{check_issued_status, RequesterKey};
+use crate::test_util::{check_issued_status, entitled_snapshot, RequesterKey};
 use crate::*;
 
 const POD_UID: &str = "6f1c2b4e-8d0a-4e57-9a3b-2c1d0e9f8a7b";
@@ -35,11 +35,13 @@ fn request(signer: &str, material: KeyMaterial) -> IssuanceRequest {
     IssuanceRequest {
         namespace: NS.into(),
         name: "web-0-pcr".into(),
-        created_at: Some(now() - Duration::from_secs(5)),
         signer_name: signer.into(),
         pod_name: "web-0".into(),
         pod_uid: POD_UID.into(),
         service_account_name: "web".into(),
+        service_account_uid: "sa-uid-web".into(),
+        node_name: "node-1".into(),
+        node_uid: "node-uid-1".into(),
         max_expiration_seconds: Some(86_400),
         key_material: material,
         unverified_user_annotations: BTreeMap::new(),
@@ -53,15 +55,6 @@ fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn pod() -> PodInfo {
-    PodInfo {
-        namespace: NS.into(),
-        name: "web-0".into(),
-        uid: POD_UID.into(),
-        labels: labels(&[("app", "web"), ("tier", "front")]),
-    }
-}
-
 fn service(name: &str, t: ServiceType, selector: &[(&str, &str)]) -> ServiceInfo {
     ServiceInfo {
         namespace: NS.into(),
@@ -71,11 +64,32 @@ fn service(name: &str, t: ServiceType, selector: &[(&str, &str)]) -> ServiceInfo
     }
 }
 
+/// The web-0 pod (app=web, tier=front), entitled to a certificate of either signer,
+/// and `services`.
 fn snapshot(services: Vec<ServiceInfo>) -> PodSnapshot {
-    PodSnapshot {
-        pod: Some(pod()),
-        services,
+    let any = request(
+        SERVICE_DNS_SIGNER_NAME,
+        KeyMaterial::StubPkcs10 { csr: vec![] },
+    );
+    let mut snap = entitled_snapshot(&any, &[("app", "web"), ("tier", "front")]);
+    if let Some(pod) = snap.pod.as_mut() {
+        let spiffe_sources: Vec<CertificateSource> = pod
+            .certificate_sources
+            .iter()
+            .map(|s| CertificateSource {
+                signer_name: SPIFFE_SIGNER_NAME.into(),
+                ..s.clone()
+            })
+            .collect();
+        pod.certificate_sources.extend(spiffe_sources);
     }
+    snap.services = services;
+    snap
+}
+
+/// The snapshot in which `req`'s pod is entitled (no Services).
+fn entitled(req: &IssuanceRequest) -> PodSnapshot {
+    entitled_snapshot(req, &[("app", "web"), ("tier", "front")])
 }
 
 /// Issues and asserts the API server's status rules hold (API server clock = `now()`).
@@ -186,7 +200,7 @@ fn spiffe_signer_issues_one_uri_san_for_every_key_type_and_both_key_sources() {
             let key = RequesterKey::cached(key_type);
             for material in [key.pkix_material(POD_UID), key.csr_material()] {
                 let req = request(SPIFFE_SIGNER_NAME, material);
-                let issued = issue_ok(&req, &config, &ca, &PodSnapshot::default());
+                let issued = issue_ok(&req, &config, &ca, &entitled(&req));
                 let f = leaf_facts(&issued.leaf_der, &ca);
                 assert_eq!(
                     f.uris,
@@ -258,7 +272,7 @@ fn service_dns_signer_names_exactly_the_services_selecting_the_pod() {
 }
 
 #[test]
-fn service_dns_waits_then_denies_when_no_service_selects_the_pod() {
+fn service_dns_waits_and_never_denies_when_no_service_selects_the_pod() {
     let ca = ca(KeyType::Ed25519);
     let config = SignerConfig::service_dns();
     let key = RequesterKey::cached(KeyType::EcdsaP256);
@@ -268,67 +282,72 @@ fn service_dns_waits_then_denies_when_no_service_selects_the_pod() {
         service("manual", ServiceType::ClusterIp, &[]),
         service("db", ServiceType::ClusterIp, &[("app", "db")]),
     ]);
-    match not_issued(&req, &config, &ca, &only_unusable, now()) {
-        NotIssued::Pending(p) => {
-            assert_eq!(p.reason, PendingReason::NoMatchingService);
-            assert_eq!(p.deny_at, req.created_at.map(|c| c + DEFAULT_GRACE_PERIOD));
-        }
-        other => panic!("expected pending, got {other}"),
-    }
-    let later = now() + DEFAULT_GRACE_PERIOD;
-    let d = denial(not_issued(&req, &config, &ca, &only_unusable, later));
-    assert_eq!(d.reason, DenialReason::NoMatchingService);
-    assert!(d.message.contains("shop/web-0"), "{d}");
-}
-
-#[test]
-fn service_dns_waits_then_denies_when_the_pod_is_missing_or_has_another_uid() {
-    let ca = ca(KeyType::Ed25519);
-    let config = SignerConfig::service_dns();
-    let key = RequesterKey::cached(KeyType::Ed25519);
-    let req = request(SERVICE_DNS_SIGNER_NAME, key.pkix_material(POD_UID));
-    let services = vec![service("web", ServiceType::ClusterIp, &[("app", "web")])];
-    let mut recycled = snapshot(services.clone());
-    if let Some(p) = recycled.pod.as_mut() {
-        p.uid = "another-uid".into();
-    }
-    let gone = PodSnapshot {
-        pod: None,
-        services,
-    };
-    for snap in [recycled, gone] {
-        match not_issued(&req, &config, &ca, &snap, now()) {
-            NotIssued::Pending(p) => assert_eq!(p.reason, PendingReason::PodNotInSnapshot),
-            other => panic!("expected pending, got {other}"),
-        }
-        let d = denial(not_issued(
+    // A Service may be re-created or its selector fixed at any time: pending, however
+    // old the request (the old code denied after 10 minutes, stranding the pod).
+    for age in [0, 600, 3600, 86_400] {
+        match not_issued(
             &req,
             &config,
             &ca,
-            &snap,
-            now() + Duration::from_secs(3600),
-        ));
-        assert_eq!(d.reason, DenialReason::PodNotFound);
+            &only_unusable,
+            now() + Duration::from_secs(age),
+        ) {
+            NotIssued::Pending(p) => {
+                assert_eq!(p.reason, PendingReason::NoMatchingService);
+                assert!(p.message.contains("shop/web-0"), "{p}");
+            }
+            other => panic!("at +{age}s: expected pending, got {other}"),
+        }
     }
 }
 
 #[test]
-fn pending_without_a_creation_time_never_turns_into_a_denial() {
+fn a_missing_pod_is_pending_at_any_age_and_another_uid_is_denied() {
     let ca = ca(KeyType::Ed25519);
     let key = RequesterKey::cached(KeyType::Ed25519);
-    let mut req = request(SERVICE_DNS_SIGNER_NAME, key.pkix_material(POD_UID));
-    req.created_at = None;
-    let out = not_issued(
+    let services = vec![service("web", ServiceType::ClusterIp, &[("app", "web")])];
+    for config in [SignerConfig::service_dns(), spiffe_config()] {
+        let req = request(&config.name, key.pkix_material(POD_UID));
+        let gone = PodSnapshot {
+            pod: None,
+            ..snapshot(services.clone())
+        };
+        for age in [0, 3600] {
+            let at = now() + Duration::from_secs(age);
+            match not_issued(&req, &config, &ca, &gone, at) {
+                NotIssued::Pending(p) => assert_eq!(p.reason, PendingReason::PodNotInSnapshot),
+                other => panic!("{}: expected pending, got {other}", config.name),
+            }
+        }
+        let mut recycled = snapshot(services.clone());
+        if let Some(p) = recycled.pod.as_mut() {
+            p.uid = "another-uid".into();
+        }
+        let d = denial(not_issued(&req, &config, &ca, &recycled, now()));
+        assert_eq!(d.reason, DenialReason::PodUidMismatch);
+        assert!(d.reason.depends_on_cluster_state());
+    }
+}
+
+#[test]
+fn hundreds_of_annotation_keys_give_a_message_the_api_server_accepts() {
+    let ca = ca(KeyType::Ed25519);
+    let key = RequesterKey::cached(KeyType::Ed25519);
+    let mut req = request(SPIFFE_SIGNER_NAME, key.pkix_material(POD_UID));
+    req.unverified_user_annotations = (0..600)
+        .map(|i| (format!("example.com/{}-{i}", "k".repeat(200)), "v".into()))
+        .collect();
+    let d = denial(not_issued(
         &req,
-        &SignerConfig::service_dns(),
+        &spiffe_config(),
         &ca,
-        &snapshot(vec![]),
+        &entitled(&req),
         now(),
-    );
-    assert!(
-        matches!(out, NotIssued::Pending(Pending { deny_at: None, .. })),
-        "{out}"
-    );
+    ));
+    assert_eq!(d.reason, DenialReason::InvalidUnverifiedUserAnnotations);
+    assert!(d.message.len() <= MAX_MESSAGE_BYTES, "{}", d.message.len());
+    assert!(d.message.contains("bytes cut)"), "the cut is marked");
+    assert!(d.message.contains("example.com/"), "the start is kept");
 }
 
 #[test]
@@ -345,7 +364,7 @@ fn lifetime_is_the_smaller_of_24h_and_max_expiration_and_timestamps_match_the_ru
     ] {
         let mut req = request(SPIFFE_SIGNER_NAME, key.pkix_material(POD_UID));
         req.max_expiration_seconds = max;
-        let issued = issue_ok(&req, &config, &ca, &PodSnapshot::default());
+        let issued = issue_ok(&req, &config, &ca, &entitled(&req));
         let lifetime = issued
             .not_after
             .duration_since(issued.not_before)
@@ -379,7 +398,7 @@ fn max_expiration_below_one_hour_fails_the_request() {
     let key = RequesterKey::cached(KeyType::Ed25519);
     let mut req = request(SPIFFE_SIGNER_NAME, key.pkix_material(POD_UID));
     req.max_expiration_seconds = Some(3599);
-    match not_issued(&req, &spiffe_config(), &ca, &PodSnapshot::default(), now()) {
+    match not_issued(&req, &spiffe_config(), &ca, &entitled(&req), now()) {
         NotIssued::Failed(f) => assert_eq!(f.reason, FailureReason::MaxExpirationTooShort),
         other => panic!("expected Failed, got {other}"),
     }
@@ -399,12 +418,7 @@ fn chain_is_the_leaf_followed_by_the_cas_intermediates() {
     .expect("CA with an intermediate");
     let key = RequesterKey::cached(KeyType::Ed25519);
     let req = request(SPIFFE_SIGNER_NAME, key.csr_material());
-    let issued = issue_ok(
-        &req,
-        &spiffe_config(),
-        &with_intermediate,
-        &PodSnapshot::default(),
-    );
+    let issued = issue_ok(&req, &spiffe_config(), &with_intermediate, &entitled(&req));
     assert_eq!(
         issued
             .certificate_chain
@@ -428,13 +442,7 @@ fn key_types_the_signer_does_not_accept_are_denied_naming_the_supported_ones() {
         let key = RequesterKey::cached(key_type);
         for material in [key.pkix_material(POD_UID), key.csr_material()] {
             let req = request(SPIFFE_SIGNER_NAME, material);
-            let d = denial(not_issued(
-                &req,
-                &config,
-                &ca,
-                &PodSnapshot::default(),
-                now(),
-            ));
+            let d = denial(not_issued(&req, &config, &ca, &entitled(&req), now()));
             assert_eq!(d.reason, DenialReason::UnsupportedKeyType);
             assert_eq!(d.reason.as_str(), "UnsupportedKeyType");
             assert!(d.message.contains("ECDSAP256, ECDSAP384"), "{d}");
@@ -462,7 +470,7 @@ fn rsa_2048_and_unknown_algorithms_are_unsupported_key_types() {
         &req,
         &spiffe_config(),
         &ca,
-        &PodSnapshot::default(),
+        &entitled(&req),
         now(),
     ));
     assert_eq!(d.reason, DenialReason::UnsupportedKeyType);
@@ -484,7 +492,7 @@ fn rsa_2048_and_unknown_algorithms_are_unsupported_key_types() {
         &req,
         &spiffe_config(),
         &ca,
-        &PodSnapshot::default(),
+        &entitled(&req),
         now(),
     ));
     assert_eq!(d.reason, DenialReason::UnsupportedKeyType);
@@ -501,7 +509,7 @@ fn unknown_user_annotations_are_denied_naming_the_keys() {
         &req,
         &spiffe_config(),
         &ca,
-        &PodSnapshot::default(),
+        &entitled(&req),
         now(),
     ));
     assert_eq!(d.reason, DenialReason::InvalidUnverifiedUserAnnotations);
@@ -519,7 +527,7 @@ fn proof_of_possession_over_another_pod_uid_is_denied_for_every_key_type() {
             &req,
             &spiffe_config(),
             &ca,
-            &PodSnapshot::default(),
+            &entitled(&req),
             now(),
         ));
         assert_eq!(
@@ -546,7 +554,7 @@ fn proof_of_possession_by_another_key_of_the_same_type_is_denied() {
         &req,
         &spiffe_config(),
         &ca,
-        &PodSnapshot::default(),
+        &entitled(&req),
         now(),
     ));
     assert_eq!(d.reason, DenialReason::InvalidProofOfPossession);
@@ -564,7 +572,7 @@ fn csr_with_a_broken_self_signature_is_denied() {
             &req,
             &spiffe_config(),
             &ca,
-            &PodSnapshot::default(),
+            &entitled(&req),
             now(),
         ));
         assert_eq!(
@@ -605,7 +613,7 @@ fn truncated_or_random_key_material_is_denied_never_panics() {
             &req,
             &spiffe_config(),
             &ca,
-            &PodSnapshot::default(),
+            &entitled(&req),
             now(),
         ));
         assert!(
@@ -628,7 +636,7 @@ fn service_account_that_cannot_form_a_spiffe_id_is_denied() {
         &req,
         &spiffe_config(),
         &ca,
-        &PodSnapshot::default(),
+        &entitled(&req),
         now(),
     ));
     assert_eq!(d.reason, DenialReason::InvalidSpiffeId);
@@ -639,7 +647,7 @@ fn request_for_another_signer_is_an_error_not_a_terminal_condition() {
     let ca = ca(KeyType::Ed25519);
     let key = RequesterKey::cached(KeyType::Ed25519);
     let req = request("example.com/other", key.pkix_material(POD_UID));
-    let out = not_issued(&req, &spiffe_config(), &ca, &PodSnapshot::default(), now());
+    let out = not_issued(&req, &spiffe_config(), &ca, &entitled(&req), now());
     assert!(
         matches!(out, NotIssued::Error(Error::SignerMismatch { .. })),
         "{out}"
@@ -653,7 +661,7 @@ fn configured_signer_name_is_honoured() {
     let config = spiffe_config().with_name("example.com/mesh");
     let key = RequesterKey::cached(KeyType::Ed25519);
     let req = request("example.com/mesh", key.pkix_material(POD_UID));
-    issue_ok(&req, &config, &ca, &PodSnapshot::default());
+    issue_ok(&req, &config, &ca, &entitled(&req));
 }
 
 #[test]
@@ -665,7 +673,7 @@ fn expired_or_not_yet_valid_ca_is_a_retryable_error() {
         ca.not_after() + Duration::from_secs(1),
         ca.not_before() - Duration::from_secs(1),
     ] {
-        let out = not_issued(&req, &spiffe_config(), &ca, &PodSnapshot::default(), at);
+        let out = not_issued(&req, &spiffe_config(), &ca, &entitled(&req), at);
         assert!(
             matches!(out, NotIssued::Error(Error::CaNotValidNow { .. })),
             "{out}"
@@ -684,11 +692,11 @@ fn leaf_never_outlives_its_ca_and_a_ca_expiring_within_the_hour_is_an_error() {
     .expect("CA");
     let key = RequesterKey::cached(KeyType::Ed25519);
     let req = request(SPIFFE_SIGNER_NAME, key.pkix_material(POD_UID));
-    let issued = issue_ok(&req, &spiffe_config(), &short, &PodSnapshot::default());
+    let issued = issue_ok(&req, &spiffe_config(), &short, &entitled(&req));
     assert_eq!(issued.not_after, short.not_after());
 
     let at = short.not_after() - Duration::from_secs(30 * 60);
-    let out = not_issued(&req, &spiffe_config(), &short, &PodSnapshot::default(), at);
+    let out = not_issued(&req, &spiffe_config(), &short, &entitled(&req), at);
     assert!(
         matches!(out, NotIssued::Error(Error::CaExpiresTooSoon { .. })),
         "{out}"
@@ -700,8 +708,8 @@ fn every_issued_certificate_gets_a_fresh_positive_serial() {
     let ca = ca(KeyType::Ed25519);
     let key = RequesterKey::cached(KeyType::Ed25519);
     let req = request(SPIFFE_SIGNER_NAME, key.pkix_material(POD_UID));
-    let a = issue_ok(&req, &spiffe_config(), &ca, &PodSnapshot::default());
-    let b = issue_ok(&req, &spiffe_config(), &ca, &PodSnapshot::default());
+    let a = issue_ok(&req, &spiffe_config(), &ca, &entitled(&req));
+    let b = issue_ok(&req, &spiffe_config(), &ca, &entitled(&req));
     assert_ne!(a.serial, b.serial);
     assert_eq!(a.serial.len(), 32);
     let first = u8::from_str_radix(&a.serial[..2], 16).unwrap_or(0xff);
@@ -714,7 +722,7 @@ fn status_checker_catches_a_status_that_disagrees_with_the_leaf() {
     let ca = ca(KeyType::Ed25519);
     let key = RequesterKey::cached(KeyType::Ed25519);
     let req = request(SPIFFE_SIGNER_NAME, key.pkix_material(POD_UID));
-    let issued = issue_ok(&req, &spiffe_config(), &ca, &PodSnapshot::default());
+    let issued = issue_ok(&req, &spiffe_config(), &ca, &entitled(&req));
 
     let mut shifted = issued.clone();
     shifted.not_before += Duration::from_secs(1);
@@ -745,7 +753,7 @@ fn issues_from_a_pool_written_by_the_original_go_meshtool() {
     let ca = pool.signing_ca();
     let key = RequesterKey::cached(KeyType::EcdsaP256);
     let req = request(SPIFFE_SIGNER_NAME, key.csr_material());
-    let issued = issue_ok(&req, &spiffe_config(), ca, &PodSnapshot::default());
+    let issued = issue_ok(&req, &spiffe_config(), ca, &entitled(&req));
     let f = leaf_facts(&issued.leaf_der, ca);
     assert_eq!(f.uris, vec!["spiffe://cluster.local/ns/shop/sa/web"]);
 }
@@ -783,8 +791,7 @@ fn writes_interop_artifacts_for_go() {
         std::fs::write(dir.join(format!("{name}-pool.json")), pool.to_json()).expect("write");
         for key_type in KeyType::ALL {
             let key = RequesterKey::cached(key_type);
-            let mut req = request(SERVICE_DNS_SIGNER_NAME, key.pkix_material(POD_UID));
-            req.created_at = Some(now);
+            let req = request(SERVICE_DNS_SIGNER_NAME, key.pkix_material(POD_UID));
             let issued = issue(
                 &req,
                 &SignerConfig::service_dns(),
@@ -838,7 +845,7 @@ fn accepts_proofs_of_possession_and_stub_requests_made_by_go_like_kubelet() {
         ] {
             let mut req = request(SPIFFE_SIGNER_NAME, material);
             req.pod_uid = r.pod_uid.clone();
-            let issued = issue_ok(&req, &spiffe_config(), &ca, &PodSnapshot::default());
+            let issued = issue_ok(&req, &spiffe_config(), &ca, &entitled(&req));
             assert_eq!(issued.key_type, key_type);
             let (_, leaf) = X509Certificate::from_der(&issued.leaf_der).expect("leaf");
             assert_eq!(leaf.public_key().raw, pkix.as_slice(), "{key_type}");

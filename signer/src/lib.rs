@@ -8,8 +8,11 @@
 //! - [`issue`]: request + [`SignerConfig`] + [`SigningCa`] + [`PodSnapshot`] + `now` →
 //!   an [`Issued`] certificate (chain, notBefore, notAfter, beginRefreshAt that
 //!   kube-apiserver accepts) or a [`NotIssued`] outcome: `Denied` / `Failed` (terminal
-//!   conditions with a CamelCase reason), `Pending` (wait for the pod or a Service) or
-//!   `Error` (the signer's own problem: retry).
+//!   conditions with a CamelCase reason), `Pending` (wait for a cache, the pod or a
+//!   Service; never turns into a denial by itself) or `Error` (the signer's own problem:
+//!   retry).
+//! - [`check_entitlement`]: every request is checked against the live pod, Node and
+//!   ServiceAccount ([`PodSnapshot`]) before anything is issued.
 //! - Requester keys from `pkixPublicKey` + `proofOfPossession` (certificates.k8s.io/v1beta1
 //!   in 1.35) or `stubPKCS10Request` (1.36+, v1), verified as kube-apiserver does
 //!   ([`RequestedKey`]); every Kubernetes key type ([`KeyType`]).
@@ -24,22 +27,27 @@
 //! use std::time::{Duration, SystemTime};
 //! use signer::{issue, CaPool, IssuanceRequest, KeyMaterial, PodSnapshot, SignerConfig};
 //!
+//! # fn snapshot_from_the_cluster(_: &IssuanceRequest) -> PodSnapshot { PodSnapshot::default() }
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let pool = CaPool::from_json(&std::fs::read("/var/run/ca-pool/pool")?)?;
 //! let config = SignerConfig::spiffe(signer::parse_trust_domain("cluster.local")?);
 //! let request = IssuanceRequest {
 //!     namespace: "default".into(),
 //!     name: "pcr-1".into(),
-//!     created_at: Some(SystemTime::now()),
 //!     signer_name: config.name.clone(),
 //!     pod_name: "web-0".into(),
 //!     pod_uid: "0b6c7c9e-1c1e-4c52-9d7e-4a1f2f0c7f10".into(),
 //!     service_account_name: "web".into(),
+//!     service_account_uid: "5f0c3b9e-4c6e-4f43-8a51-1f5a2c9d0e11".into(),
+//!     node_name: "node-1".into(),
+//!     node_uid: "9a1d2e3f-0b4c-4d5e-8f60-7a8b9c0d1e2f".into(),
 //!     max_expiration_seconds: Some(86_400),
 //!     key_material: KeyMaterial::StubPkcs10 { csr: vec![/* spec.stubPKCS10Request */] },
 //!     unverified_user_annotations: Default::default(),
 //! };
-//! match issue(&request, &config, pool.signing_ca(), &PodSnapshot::default(), SystemTime::now()) {
+//! // The pod, Node and ServiceAccount the request names, as the cluster has them.
+//! let snapshot = snapshot_from_the_cluster(&request);
+//! match issue(&request, &config, pool.signing_ca(), &snapshot, SystemTime::now()) {
 //!     Ok(issued) => println!("{}", issued.certificate_chain),
 //!     Err(outcome) => eprintln!("{outcome}"),
 //! }
@@ -49,6 +57,7 @@
 mod ca_pool;
 pub mod controller;
 mod denial;
+mod entitlement;
 mod error;
 mod issuer;
 mod key_type;
@@ -64,19 +73,25 @@ mod snapshot;
 pub mod test_util;
 
 pub use ca_pool::{generate_ca, CaPool, DEFAULT_CA_VALIDITY};
-pub use denial::{Denial, DenialReason, Failure, FailureReason, NotIssued, Pending, PendingReason};
+pub use denial::{
+    Denial, DenialReason, Failure, FailureReason, NotIssued, Pending, PendingReason,
+    MAX_MESSAGE_BYTES,
+};
+pub use entitlement::check_entitlement;
 pub use error::Error;
 pub use issuer::{issue, Issued, BACKDATE, MIN_LIFETIME, REFRESH_BEFORE_EXPIRY, REFRESH_MARGIN};
 pub use key_type::{KeyType, UnknownKeyType};
 pub use request::{IssuanceRequest, DEFAULT_MAX_EXPIRATION_SECONDS};
 pub use requested_key::{KeyMaterial, RequestedKey, MAX_KEY_MATERIAL_SIZE};
-pub use signer_config::{
-    parse_trust_domain, SignerConfig, SignerKind, DEFAULT_GRACE_PERIOD, DEFAULT_MAX_LIFETIME,
-    SERVICE_DNS_SIGNER_NAME, SPIFFE_SIGNER_NAME,
-};
 pub use service_index::ServiceIndex;
+pub use signer_config::{
+    parse_trust_domain, SignerConfig, SignerKind, DEFAULT_MAX_LIFETIME, SERVICE_DNS_SIGNER_NAME,
+    SPIFFE_SIGNER_NAME,
+};
 pub use signing_ca::SigningCa;
-pub use snapshot::{PodInfo, PodSnapshot, ServiceInfo, ServiceType};
+pub use snapshot::{
+    CertificateSource, ObjectIdentity, PodInfo, PodSnapshot, ServiceInfo, ServiceType,
+};
 
 /// Re-exported: [`spiffe::TrustDomain`] appears in [`SignerKind`].
 pub use spiffe;

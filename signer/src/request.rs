@@ -1,11 +1,11 @@
 //! The parts of a PodCertificateRequest the issuer looks at.
 
 use std::collections::BTreeMap;
-use std::time::SystemTime;
 
 use crate::requested_key::KeyMaterial;
 
-/// A PodCertificateRequest as the issuer sees it, independent of the API version that
+/// A PodCertificateRequest as the issuer sees it (every pod, node and ServiceAccount
+/// field is a claim until [`check_entitlement`](crate::check_entitlement) passes), independent of the API version that
 /// served it (certificates.k8s.io/v1beta1 or v1).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IssuanceRequest {
@@ -13,9 +13,6 @@ pub struct IssuanceRequest {
     pub namespace: String,
     /// `metadata.name`, for messages.
     pub name: String,
-    /// `metadata.creationTimestamp`, if known: starts the grace period after which a
-    /// missing pod or Service turns from pending into a denial.
-    pub created_at: Option<SystemTime>,
     /// `spec.signerName`.
     pub signer_name: String,
     /// `spec.podName`.
@@ -24,6 +21,12 @@ pub struct IssuanceRequest {
     pub pod_uid: String,
     /// `spec.serviceAccountName`.
     pub service_account_name: String,
+    /// `spec.serviceAccountUID`.
+    pub service_account_uid: String,
+    /// `spec.nodeName`.
+    pub node_name: String,
+    /// `spec.nodeUID`.
+    pub node_uid: String,
     /// `spec.maxExpirationSeconds`; the API server defaults it to 86400.
     pub max_expiration_seconds: Option<i32>,
     /// `spec.pkixPublicKey` + `spec.proofOfPossession`, or `spec.stubPKCS10Request`.

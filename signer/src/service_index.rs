@@ -165,7 +165,12 @@ mod tests {
     use super::*;
     use crate::ServiceType;
 
-    fn svc(namespace: &str, name: &str, service_type: &str, selector: &[(&str, &str)]) -> ServiceInfo {
+    fn svc(
+        namespace: &str,
+        name: &str,
+        service_type: &str,
+        selector: &[(&str, &str)],
+    ) -> ServiceInfo {
         ServiceInfo {
             namespace: namespace.into(),
             name: name.into(),
@@ -186,6 +191,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            ..Default::default()
         }
     }
 
@@ -200,7 +206,12 @@ mod tests {
     fn finds_services_whose_whole_selector_matches() {
         let mut index = ServiceIndex::new();
         index.insert(svc("a", "web", "", &[("app", "web")]));
-        index.insert(svc("a", "web-canary", "", &[("app", "web"), ("track", "canary")]));
+        index.insert(svc(
+            "a",
+            "web-canary",
+            "",
+            &[("app", "web"), ("track", "canary")],
+        ));
         index.insert(svc("a", "by-tier", "NodePort", &[("tier", "front")]));
         index.insert(svc("a", "db", "", &[("app", "db")]));
         let p = pod("a", &[("app", "web"), ("tier", "front")]);
@@ -227,10 +238,19 @@ mod tests {
         let mut index = ServiceIndex::new();
         index.insert(svc("a", "web", "", &[("app", "web")]));
         index.insert(svc("b", "web", "", &[("app", "web")]));
-        assert_eq!(names(index.selecting(&pod("b", &[("app", "web")]))), ["b/web"]);
+        assert_eq!(
+            names(index.selecting(&pod("b", &[("app", "web")]))),
+            ["b/web"]
+        );
         assert!(index.selecting(&pod("c", &[("app", "web")])).is_empty());
-        assert_eq!(index.remove("a", "web").map(|s| s.namespace), Some("a".into()));
-        assert_eq!(names(index.selecting(&pod("b", &[("app", "web")]))), ["b/web"]);
+        assert_eq!(
+            index.remove("a", "web").map(|s| s.namespace),
+            Some("a".into())
+        );
+        assert_eq!(
+            names(index.selecting(&pod("b", &[("app", "web")]))),
+            ["b/web"]
+        );
         assert!(index.selecting(&pod("a", &[("app", "web")])).is_empty());
     }
 
@@ -240,12 +260,20 @@ mod tests {
         index.insert(svc("a", "web", "", &[("app", "web")]));
         index.insert(svc("a", "web", "", &[("app", "web2")]));
         assert!(index.selecting(&pod("a", &[("app", "web")])).is_empty());
-        assert_eq!(names(index.selecting(&pod("a", &[("app", "web2")]))), ["a/web"]);
+        assert_eq!(
+            names(index.selecting(&pod("a", &[("app", "web2")]))),
+            ["a/web"]
+        );
         // Same anchor, narrower selector.
         index.insert(svc("a", "web", "", &[("app", "web2"), ("v", "2")]));
         assert!(index.selecting(&pod("a", &[("app", "web2")])).is_empty());
         // Turned into an ExternalName: no longer a candidate, still counted.
-        index.insert(svc("a", "web", "ExternalName", &[("app", "web2"), ("v", "2")]));
+        index.insert(svc(
+            "a",
+            "web",
+            "ExternalName",
+            &[("app", "web2"), ("v", "2")],
+        ));
         assert!(index
             .selecting(&pod("a", &[("app", "web2"), ("v", "2")]))
             .is_empty());
@@ -325,14 +353,21 @@ mod tests {
                         name: "p".into(),
                         uid: "u".into(),
                         labels: random_labels(&mut rng, 4),
+                        ..Default::default()
                     };
                     let expected: Vec<&ServiceInfo> =
                         all.values().filter(|s| s.selects(&p)).collect();
-                    assert_eq!(index.selecting(&p), expected, "seed {seed} step {step} pod {p:?}");
+                    assert_eq!(
+                        index.selecting(&p),
+                        expected,
+                        "seed {seed} step {step} pod {p:?}"
+                    );
                     let mut in_ns: Vec<&ServiceInfo> = index.in_namespace(&p.namespace).collect();
                     in_ns.sort_by(|a, b| a.name.cmp(&b.name));
-                    let expected_ns: Vec<&ServiceInfo> =
-                        all.values().filter(|s| s.namespace == p.namespace).collect();
+                    let expected_ns: Vec<&ServiceInfo> = all
+                        .values()
+                        .filter(|s| s.namespace == p.namespace)
+                        .collect();
                     assert_eq!(in_ns, expected_ns, "seed {seed} step {step}");
                 }
             }

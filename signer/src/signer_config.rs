@@ -34,15 +34,10 @@ pub struct SignerConfig {
     pub allowed_key_types: Vec<KeyType>,
     /// The longest lifetime issued, whatever `spec.maxExpirationSeconds` allows (24 h).
     pub max_lifetime: Duration,
-    /// How long after a request's creation a missing pod or Service is waited for
-    /// (pending, retried) before the request is denied.
-    pub grace_period: Duration,
 }
 
 /// The default lifetime ceiling: 24 hours, as the original signers.
 pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
-/// The default grace period for a missing pod or Service: 10 minutes.
-pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(10 * 60);
 
 impl SignerConfig {
     /// `row-major.net/service-dns` with every key type allowed.
@@ -52,7 +47,6 @@ impl SignerConfig {
             kind: SignerKind::ServiceDns,
             allowed_key_types: KeyType::ALL.to_vec(),
             max_lifetime: DEFAULT_MAX_LIFETIME,
-            grace_period: DEFAULT_GRACE_PERIOD,
         }
     }
 
@@ -63,7 +57,6 @@ impl SignerConfig {
             kind: SignerKind::Spiffe { trust_domain },
             allowed_key_types: KeyType::ALL.to_vec(),
             max_lifetime: DEFAULT_MAX_LIFETIME,
-            grace_period: DEFAULT_GRACE_PERIOD,
         }
     }
 

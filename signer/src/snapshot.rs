@@ -1,4 +1,6 @@
-//! What the service-dns signer knows about the cluster at issuance time.
+//! What a signer knows about the cluster at issuance time: the pod a request names,
+//! its Node and ServiceAccount (for the entitlement checks of every signer), and the
+//! Services of its namespace (service-dns).
 
 use std::collections::BTreeMap;
 
@@ -29,7 +31,8 @@ impl From<&str> for ServiceType {
     }
 }
 
-/// The pod a request names, as found in the cluster.
+/// The pod a request names, as found in the cluster: what the entitlement checks and
+/// the service-dns signer need, nothing else.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PodInfo {
     /// `metadata.namespace`.
@@ -40,6 +43,35 @@ pub struct PodInfo {
     pub uid: String,
     /// `metadata.labels`.
     pub labels: BTreeMap<String, String>,
+    /// `spec.serviceAccountName` (immutable).
+    pub service_account_name: String,
+    /// `spec.nodeName`: `None` until the pod is bound (then immutable).
+    pub node_name: Option<String>,
+    /// `metadata.deletionTimestamp` is set: the pod is terminating.
+    pub terminating: bool,
+    /// The pod is a static pod's mirror (annotation `kubernetes.io/config.mirror`);
+    /// kube-apiserver's node restriction refuses certificates for those too.
+    pub mirror: bool,
+    /// Every `podCertificate` source of the pod's projected volumes (immutable).
+    pub certificate_sources: Vec<CertificateSource>,
+}
+
+/// One `podCertificate` projected volume source of a pod's spec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateSource {
+    /// `signerName`.
+    pub signer_name: String,
+    /// `keyType` (`RSA3072`, `ECDSAP256`, `ED25519`, ...).
+    pub key_type: String,
+}
+
+/// A Node or ServiceAccount a request names, as found in the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ObjectIdentity {
+    /// `metadata.name`.
+    pub name: String,
+    /// `metadata.uid`.
+    pub uid: String,
 }
 
 /// A Service in the pod's namespace.
@@ -80,16 +112,23 @@ impl ServiceInfo {
     }
 }
 
-/// The cluster state an issuance decision is taken against (from watch caches).
+/// The cluster state an issuance decision is taken against (from watch caches, or read
+/// live to confirm a denial).
 ///
-/// The spiffe signer ignores it: its identity comes from the request, whose pod and
-/// service account fields the API server's node restriction has already vouched for.
+/// Every signer checks the request against it ([`check_entitlement`](crate::check_entitlement)):
+/// kube-apiserver's node restriction vouches for requests made by nodes only, so the
+/// request's fields are claims until they match the live objects.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PodSnapshot {
     /// The pod with the request's namespace and name, if the cache has it.
     pub pod: Option<PodInfo>,
-    /// Services of the pod's namespace; only those that [select](ServiceInfo::selects)
-    /// the pod count (the controller passes just those, from its
-    /// [`ServiceIndex`](crate::ServiceIndex)).
+    /// The Node with the request's `spec.nodeName`, if the cache has it.
+    pub node: Option<ObjectIdentity>,
+    /// The ServiceAccount with the request's namespace and `spec.serviceAccountName`, if
+    /// the cache has it.
+    pub service_account: Option<ObjectIdentity>,
+    /// Services of the pod's namespace (service-dns only); only those that
+    /// [select](ServiceInfo::selects) the pod count (the controller passes just those,
+    /// from its [`ServiceIndex`](crate::ServiceIndex)).
     pub services: Vec<ServiceInfo>,
 }

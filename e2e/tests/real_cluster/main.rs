@@ -12,11 +12,13 @@ use anyhow::{bail, ensure, Context as _, Result};
 use podtls_e2e::*;
 
 mod denials;
+mod entitlement;
 mod faults;
 mod issuance;
 mod rotation;
 
 use denials::*;
+use entitlement::*;
 use faults::*;
 use issuance::*;
 use rotation::*;
@@ -109,12 +111,18 @@ async fn suite(cluster: &TestCluster, api_version: &str) -> Result<()> {
     services_are_read_at_issuance_time(&mesh, &requests, &pairs[0])
         .await
         .context("service-dns names at issuance")?;
+    a_deleted_service_strands_no_pod(&mesh, &requests, &signer_a, &pairs[1])
+        .await
+        .context("a Service deleted across a refresh")?;
     a_new_ca_reaches_the_projected_bundle_and_signs(&mesh, &requests, &pairs[2])
         .await
         .context("CA rotation")?;
     denials_are_terminal_with_reasons(&mesh, &requests)
         .await
         .context("denials")?;
+    a_foreign_identity_claiming_a_pod_gets_nothing(&mesh, &requests, &signer_a)
+        .await
+        .context("a foreign identity claiming pods")?;
 
     signer_killed_mid_stream_loses_and_repeats_nothing(&mesh, &requests, &mut signer_a)
         .await

@@ -164,15 +164,13 @@ pub fn issuance_request(pcr: &PodCertificateRequest) -> Result<IssuanceRequest, 
     Ok(IssuanceRequest {
         namespace: pcr.metadata.namespace.clone().unwrap_or_default(),
         name: pcr.metadata.name.clone().unwrap_or_default(),
-        created_at: pcr
-            .metadata
-            .creation_timestamp
-            .as_ref()
-            .map(|t| system_time(&t.0)),
         signer_name: spec.signer_name.clone(),
         pod_name: spec.pod_name.clone(),
         pod_uid: spec.pod_uid.clone(),
         service_account_name: spec.service_account_name.clone(),
+        service_account_uid: spec.service_account_uid.clone(),
+        node_name: spec.node_name.clone(),
+        node_uid: spec.node_uid.clone(),
         max_expiration_seconds: spec.max_expiration_seconds,
         key_material,
         unverified_user_annotations: spec.unverified_user_annotations.clone().unwrap_or_default(),
@@ -209,7 +207,7 @@ fn condition(
         type_: type_.to_string(),
         status: "True".to_string(),
         reason: reason.to_string(),
-        message: message.to_string(),
+        message: crate::denial::cap_message(message.to_string()),
         last_transition_time: k8s_time(now),
         observed_generation: generation,
     }

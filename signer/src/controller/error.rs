@@ -55,6 +55,17 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// Reading a pod, Node or ServiceAccount live (to confirm a denial) failed.
+    #[error("reading the {what} of {request}'s request live, to confirm a denial: {source}")]
+    ReadLive {
+        /// `pod`, `node` or `serviceaccount`.
+        what: &'static str,
+        /// `namespace/name` of the pod the request names.
+        request: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
     /// The status write conflicted again after a re-read.
     #[error("PodCertificateRequest {request}: status write conflicted twice; retrying later")]
     ConflictPersists {
@@ -114,6 +125,7 @@ impl Error {
             Error::Issue { .. } => "issue",
             Error::WriteStatus { .. } => "write_status",
             Error::Reread { .. } => "reread_after_conflict",
+            Error::ReadLive { .. } => "read_live",
             Error::ConflictPersists { .. } => "conflict",
             Error::ApplyTrustBundle { .. } => "apply_trust_bundle",
             Error::Lease { .. } => "lease",

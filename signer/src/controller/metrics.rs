@@ -32,6 +32,7 @@ pub struct Metrics {
     cached_services: Gauge,
     pool_loaded: Family<Labels, Gauge>,
     trust_bundle_applies: Family<Labels, Counter>,
+    requester_policy_enforced: Gauge,
 }
 
 impl Default for Metrics {
@@ -60,6 +61,12 @@ impl Metrics {
         let cached_services = Gauge::default();
         let pool_loaded = Family::<Labels, Gauge>::default();
         let trust_bundle_applies = Family::<Labels, Counter>::default();
+        let requester_policy_enforced = Gauge::default();
+        registry.register(
+            "requester_policy_enforced",
+            "1 while the ValidatingAdmissionPolicyBinding that lets only a pod's own kubelet request certificates exists and denies",
+            requester_policy_enforced.clone(),
+        );
         registry.register(
             "issued",
             "PodCertificateRequests issued, by signer",
@@ -97,7 +104,7 @@ impl Metrics {
         );
         registry.register(
             "decision_seconds",
-            "Time to decide one PodCertificateRequest from the watch caches (snapshot, checks, signing; no API call), by signer",
+            "Time to decide one PodCertificateRequest: snapshot from the watch caches, checks, signing (and, for a denial judged from the caches, the live reads that confirm it), by signer",
             decision_latency.clone(),
         );
         registry.register(
@@ -128,7 +135,13 @@ impl Metrics {
             cached_services,
             pool_loaded,
             trust_bundle_applies,
+            requester_policy_enforced,
         }
+    }
+
+    /// Whether the requester admission policy is in force.
+    pub fn requester_policy_enforced(&self, enforced: bool) {
+        self.requester_policy_enforced.set(i64::from(enforced));
     }
 
     /// Counts an issued certificate and how long after creation it was accepted.
@@ -238,9 +251,14 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains(r#"podtls_signer_decision_seconds_count{signer="row-major.net/spiffe"} 1"#),
+            text.contains(
+                r#"podtls_signer_decision_seconds_count{signer="row-major.net/spiffe"} 1"#
+            ),
             "{text}"
         );
-        assert!(text.contains("podtls_signer_cached_services 20000"), "{text}");
+        assert!(
+            text.contains("podtls_signer_cached_services 20000"),
+            "{text}"
+        );
     }
 }

@@ -9,11 +9,13 @@
 
 mod admin;
 mod api_types;
+mod cluster_view;
 mod discovery;
 mod error;
 mod metrics;
 mod pool_watch;
 mod reconcile;
+mod requester_policy;
 mod run;
 mod service_cache;
 mod sharding;
@@ -28,6 +30,7 @@ pub use api_types::{
     terminal_condition, PodCertificateRequest, PodCertificateRequestSpec,
     PodCertificateRequestStatus, CONDITION_DENIED, CONDITION_FAILED, CONDITION_ISSUED,
 };
+pub use cluster_view::{pod_info, read_live, strip_pod, ClusterView, MIRROR_POD_ANNOTATION};
 pub use discovery::{discover, pick as pick_served_apis, ServedApis};
 pub use error::Error;
 pub use metrics::Metrics;
@@ -36,6 +39,7 @@ pub use reconcile::{
     error_policy, reconcile, snapshot, Clock, Context, API_ERROR_RETRY, PENDING_RECHECK,
     SIGNER_ERROR_RETRY,
 };
+pub use requester_policy::{PolicyState, REQUESTER_POLICY_BINDING};
 pub use run::{run, ControllerConfig, SignerSetup};
 pub use service_cache::{
     maintain as maintain_service_cache, service_cache, service_info, ServiceCache,

@@ -3,12 +3,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use k8s_openapi::api::core::v1::Pod;
 use kube::api::PostParams;
-use kube::core::{ApiResource, PartialObjectMeta, TypeMeta};
+use kube::core::{ApiResource, TypeMeta};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
-use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, Resource as _};
 use tokio::sync::watch;
 
@@ -16,15 +14,20 @@ use super::api_types::{
     denied_status, failed_status, issuance_request, issued_status, terminal_condition,
     PodCertificateRequest, PodCertificateRequestStatus,
 };
+use super::cluster_view::{read_live, ClusterView};
 use super::metrics::Metrics;
 use super::pool_watch::PoolState;
 use super::service_cache::ServiceCache;
 use super::sharding::{Sharding, LEASE_RENEWAL_PERIOD};
 use super::Error;
-use crate::{issue, NotIssued, PodInfo, PodSnapshot, SignerConfig, SignerKind};
+use crate::{
+    issue, IssuanceRequest, NotIssued, PodInfo, PodSnapshot, ServiceInfo, SignerConfig, SignerKind,
+};
 
-/// How soon a pending request (pod or Service not in the caches yet) is looked at again,
-/// at the latest; it is also looked at when it would turn into a denial.
+/// How soon a pending request (pod, Node, ServiceAccount or Service not in the caches
+/// yet, or no Service selecting the pod) is looked at again. Pending never turns into
+/// a denial: kube-controller-manager deletes requests pending for 15 minutes and
+/// kubelet files new ones.
 pub const PENDING_RECHECK: Duration = Duration::from_secs(5);
 /// Retry delay for API errors.
 pub const API_ERROR_RETRY: Duration = Duration::from_secs(5);
@@ -44,8 +47,8 @@ pub struct Context {
     pub signer: SignerConfig,
     /// The signer's CA pool.
     pub pool: watch::Receiver<PoolState>,
-    /// Pods, metadata only (service-dns signer; empty otherwise).
-    pub pods: Store<PartialObjectMeta<Pod>>,
+    /// Pods, Nodes and ServiceAccounts: what every request is checked against.
+    pub cluster: ClusterView,
     /// Services, indexed by namespace and selector (service-dns signer; empty otherwise).
     pub services: ServiceCache,
     /// Which requests this replica handles.
@@ -96,7 +99,7 @@ pub async fn reconcile(
     for attempt in 0..2 {
         let now = (ctx.clock)();
         let started = Instant::now();
-        let decision = decide(&current, &ctx, now);
+        let decision = decide(&current, &ctx, now).await;
         ctx.metrics.decided(&ctx.signer.name, started.elapsed());
         let (status, outcome) = match decision? {
             Decision::Write(status, outcome) => (status, outcome),
@@ -166,7 +169,11 @@ enum Outcome {
     },
 }
 
-fn decide(pcr: &PodCertificateRequest, ctx: &Context, now: SystemTime) -> Result<Decision, Error> {
+async fn decide(
+    pcr: &PodCertificateRequest,
+    ctx: &Context,
+    now: SystemTime,
+) -> Result<Decision, Error> {
     let signer = &ctx.signer.name;
     let request_key = key(pcr);
     let generation = pcr.metadata.generation;
@@ -187,13 +194,24 @@ fn decide(pcr: &PodCertificateRequest, ctx: &Context, now: SystemTime) -> Result
     };
     let outcome = match issuance_request(pcr) {
         Err(denial) => Err(NotIssued::Denied(denial)),
-        Ok(request) => issue(
-            &request,
-            &ctx.signer,
-            pool.signing_ca(),
-            &snapshot(ctx, &request.namespace, &request.pod_name),
-            now,
-        ),
+        Ok(request) => {
+            let cached = snapshot(ctx, &request);
+            match issue(&request, &ctx.signer, pool.signing_ca(), &cached, now) {
+                // Judged from the caches, which may lag: a denial is final for the pod,
+                // so it is written only if the objects read live say the same.
+                Err(NotIssued::Denied(denial)) if denial.reason.depends_on_cluster_state() => {
+                    let mut live = read_live(&ctx.client, &request).await?;
+                    // The Services (from the cache) that select the pod as read live.
+                    live.services = services(ctx, live.pod.as_ref());
+                    let confirmed = issue(&request, &ctx.signer, pool.signing_ca(), &live, now);
+                    if confirmed.as_ref().err().and_then(NotIssued::as_denial) != Some(&denial) {
+                        tracing::info!(request = %request_key, cached = %denial, "the caches suggested a denial the live objects do not confirm");
+                    }
+                    confirmed
+                }
+                other => other,
+            }
+        }
     };
     Ok(match outcome {
         Ok(issued) => Decision::Write(
@@ -218,14 +236,8 @@ fn decide(pcr: &PodCertificateRequest, ctx: &Context, now: SystemTime) -> Result
         ),
         Err(NotIssued::Pending(pending)) => {
             ctx.metrics.pending(signer, pending.reason.as_str());
-            let until_denial = pending
-                .deny_at
-                .and_then(|t| t.duration_since(now).ok())
-                .unwrap_or(PENDING_RECHECK);
             tracing::info!(request = %request_key, %pending, "pending");
-            Decision::Requeue(Action::requeue(
-                until_denial.clamp(Duration::from_secs(1), PENDING_RECHECK),
-            ))
+            Decision::Requeue(Action::requeue(PENDING_RECHECK))
         }
         Err(NotIssued::Error(source)) => {
             return Err(Error::Issue {
@@ -237,28 +249,22 @@ fn decide(pcr: &PodCertificateRequest, ctx: &Context, now: SystemTime) -> Result
     })
 }
 
-/// The cluster state for one request, from the watch caches. The spiffe signer needs
-/// none (its identity comes from the request itself).
-pub fn snapshot(ctx: &Context, namespace: &str, pod_name: &str) -> PodSnapshot {
-    if matches!(ctx.signer.kind, SignerKind::Spiffe { .. }) {
-        return PodSnapshot::default();
+/// The cluster state for one request, from the watch caches: the pod, Node and
+/// ServiceAccount it names, and (service-dns) the Services that select the pod.
+pub fn snapshot(ctx: &Context, request: &IssuanceRequest) -> PodSnapshot {
+    let mut snapshot = ctx.cluster.cached(request);
+    snapshot.services = services(ctx, snapshot.pod.as_ref());
+    snapshot
+}
+
+/// The service-dns signer's Services for `pod`: only those that select it, found
+/// through the index, so this costs what the pod's labels and namespace cost, whatever
+/// the size of the cluster. Other signers read none.
+fn services(ctx: &Context, pod: Option<&PodInfo>) -> Vec<ServiceInfo> {
+    match (&ctx.signer.kind, pod) {
+        (SignerKind::ServiceDns, Some(pod)) => ctx.services.selecting(pod),
+        _ => Vec::new(),
     }
-    let pod = ctx
-        .pods
-        .get(&ObjectRef::new(pod_name).within(namespace))
-        .map(|p| PodInfo {
-            namespace: namespace.to_string(),
-            name: pod_name.to_string(),
-            uid: p.metadata.uid.clone().unwrap_or_default(),
-            labels: p.metadata.labels.clone().unwrap_or_default(),
-        });
-    // Only the Services that select the pod: found through the index, so this costs
-    // what the pod's labels and namespace cost, whatever the size of the cluster.
-    let services = pod
-        .as_ref()
-        .map(|p| ctx.services.selecting(p))
-        .unwrap_or_default();
-    PodSnapshot { pod, services }
 }
 
 async fn record(ctx: &Context, pcr: &PodCertificateRequest, outcome: &Outcome, now: SystemTime) {

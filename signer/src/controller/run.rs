@@ -9,8 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use futures::StreamExt as _;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Pod, Service};
-use kube::core::PartialObjectMeta;
+use k8s_openapi::api::core::v1::Service;
 use kube::runtime::controller::Controller;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
@@ -18,13 +17,14 @@ use kube::runtime::{watcher, WatchStreamExt as _};
 use kube::{Api, Client};
 use tokio::sync::watch;
 
+use super::cluster_view::{drain, ClusterView};
 use super::discovery::discover;
 use super::metrics::Metrics;
 use super::pool_watch::{self, PoolState};
 use super::reconcile::{error_policy, reconcile, Context};
 use super::service_cache::{self, service_cache};
 use super::sharding::{self, Sharding, ShardingConfig};
-use super::{admin, trust_bundles, Error};
+use super::{admin, requester_policy, trust_bundles, Error};
 use crate::{SignerConfig, SignerKind};
 
 /// One enabled signer and its pool file.
@@ -124,24 +124,15 @@ pub async fn run(client: Client, config: ControllerConfig) -> Result<(), Error> 
     let apis = discover(&client).await?;
     tracing::info!(pcr = %apis.pcr.api_version, ctb = %apis.ctb.api_version, "discovered certificates.k8s.io versions");
 
-    // Watch caches: Services and Pods (metadata only) for the service-dns signer.
-    let needs_snapshot = config
+    // Watch caches: pods, Nodes and ServiceAccounts for every signer's entitlement
+    // checks; Services for the service-dns signer.
+    let cluster = ClusterView::start(&client).await?;
+    let needs_services = config
         .signers
         .iter()
         .any(|s| matches!(s.config.kind, SignerKind::ServiceDns));
-    let (pods, pods_writer) = reflector::store::<PartialObjectMeta<Pod>>();
     let (services, services_writer) = service_cache();
-    if needs_snapshot {
-        let pod_stream = reflector::reflector(
-            pods_writer,
-            // `Api<PartialObjectMeta<_>>` lists and watches metadata only.
-            watcher(
-                Api::<PartialObjectMeta<Pod>>::all(client.clone()),
-                watcher::Config::default().any_semantic(),
-            ),
-        )
-        .default_backoff();
-        tokio::spawn(drain("pods", pod_stream));
+    if needs_services {
         // Indexed by namespace and selector; only name, namespace, type and selector
         // are kept (`service_cache`).
         let service_stream = watcher(
@@ -154,15 +145,8 @@ pub async fn run(client: Client, config: ControllerConfig) -> Result<(), Error> 
             service_stream,
             metrics.clone(),
         ));
-        pods.wait_until_ready()
-            .await
-            .map_err(|_| Error::CacheNotReady { what: "pods" })?;
         services.wait_until_ready().await?;
-        tracing::info!(
-            pods = pods.state().len(),
-            services = services.len(),
-            "watch caches ready"
-        );
+        tracing::info!(services = services.len(), "service cache ready");
     }
 
     let sharding = match &config.sharding {
@@ -181,6 +165,8 @@ pub async fn run(client: Client, config: ControllerConfig) -> Result<(), Error> 
         ));
     }
 
+    tokio::spawn(requester_policy::watch(client.clone(), metrics.clone()));
+
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
@@ -194,7 +180,7 @@ pub async fn run(client: Client, config: ControllerConfig) -> Result<(), Error> 
             pcr_api: apis.pcr.clone(),
             signer: setup.config.clone(),
             pool: pool.clone(),
-            pods: pods.clone(),
+            cluster: cluster.clone(),
             services: services.clone(),
             sharding: sharding.clone(),
             metrics: metrics.clone(),
@@ -265,16 +251,4 @@ async fn start_sharding(client: &Client, config: &ShardingConfig) -> Result<Shar
         config: config.clone(),
         leases: leases as Store<Lease>,
     })
-}
-
-async fn drain<S, T>(what: &'static str, stream: S)
-where
-    S: futures::Stream<Item = Result<T, watcher::Error>>,
-{
-    futures::pin_mut!(stream);
-    while let Some(item) = stream.next().await {
-        if let Err(error) = item {
-            tracing::warn!(cache = what, %error, "watch error; retrying with backoff");
-        }
-    }
 }

@@ -219,6 +219,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect::<BTreeMap<_, _>>(),
+            ..Default::default()
         }
     }
 
@@ -234,7 +235,11 @@ mod tests {
     async fn ready_after_the_first_complete_list_only() {
         let (cache, mut writer) = service_cache();
         writer.apply(watcher::Event::Init);
-        writer.apply(watcher::Event::InitApply(service("a", "web", &[("app", "web")])));
+        writer.apply(watcher::Event::InitApply(service(
+            "a",
+            "web",
+            &[("app", "web")],
+        )));
         assert!(!cache.is_ready());
         assert!(
             selecting(&cache, "a", &[("app", "web")]).is_empty(),
@@ -264,8 +269,16 @@ mod tests {
     fn relist_drops_services_deleted_while_the_watch_was_down() {
         let (cache, mut writer) = service_cache();
         writer.apply(watcher::Event::Init);
-        writer.apply(watcher::Event::InitApply(service("a", "web", &[("app", "web")])));
-        writer.apply(watcher::Event::InitApply(service("a", "old", &[("app", "web")])));
+        writer.apply(watcher::Event::InitApply(service(
+            "a",
+            "web",
+            &[("app", "web")],
+        )));
+        writer.apply(watcher::Event::InitApply(service(
+            "a",
+            "old",
+            &[("app", "web")],
+        )));
         writer.apply(watcher::Event::InitDone);
         assert_eq!(
             selecting(&cache, "a", &[("app", "web")]),
@@ -273,7 +286,11 @@ mod tests {
         );
         // The watch broke; `old` was deleted meanwhile; the relist does not have it.
         writer.apply(watcher::Event::Init);
-        writer.apply(watcher::Event::InitApply(service("a", "web", &[("app", "web")])));
+        writer.apply(watcher::Event::InitApply(service(
+            "a",
+            "web",
+            &[("app", "web")],
+        )));
         assert_eq!(
             selecting(&cache, "a", &[("app", "web")]),
             ["a/old", "a/web"],
@@ -289,12 +306,20 @@ mod tests {
         let (cache, mut writer) = service_cache();
         writer.apply(watcher::Event::Init);
         writer.apply(watcher::Event::InitDone);
-        writer.apply(watcher::Event::Apply(service("a", "web", &[("app", "web")])));
+        writer.apply(watcher::Event::Apply(service(
+            "a",
+            "web",
+            &[("app", "web")],
+        )));
         assert_eq!(selecting(&cache, "a", &[("app", "web")]), ["a/web"]);
         writer.apply(watcher::Event::Apply(service("a", "web", &[("app", "v2")])));
         assert!(selecting(&cache, "a", &[("app", "web")]).is_empty());
         assert_eq!(selecting(&cache, "a", &[("app", "v2")]), ["a/web"]);
-        writer.apply(watcher::Event::Delete(service("a", "web", &[("app", "v2")])));
+        writer.apply(watcher::Event::Delete(service(
+            "a",
+            "web",
+            &[("app", "v2")],
+        )));
         assert!(selecting(&cache, "a", &[("app", "v2")]).is_empty());
         assert!(cache.is_empty());
     }
@@ -358,9 +383,17 @@ mod tests {
                         v.sort_by(|a, b| a.name.cmp(&b.name));
                         v
                     };
-                    assert_eq!(cache.selecting(&p), expected, "round {round} step {step} {p:?}");
+                    assert_eq!(
+                        cache.selecting(&p),
+                        expected,
+                        "round {round} step {step} {p:?}"
+                    );
                 }
-                assert_eq!(cache.len(), store.state().len(), "round {round} step {step}");
+                assert_eq!(
+                    cache.len(),
+                    store.state().len(),
+                    "round {round} step {step}"
+                );
             }
         }
     }

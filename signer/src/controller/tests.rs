@@ -8,15 +8,16 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use http::{Method, Request, Response, StatusCode};
-use k8s_openapi::api::core::v1::{Pod, Service, ServiceSpec};
+use k8s_openapi::api::core::v1::{
+    Node, Pod, PodCertificateProjection, PodSpec, ProjectedVolumeSource, Service, ServiceAccount,
+    ServiceSpec, Volume, VolumeProjection,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{APIResource, APIResourceList, ObjectMeta};
 use k8s_openapi::ByteString;
 use kube::client::Body;
-use kube::core::{ApiResource, PartialObjectMeta, TypeMeta};
+use kube::core::{ApiResource, PartialObjectMeta, PartialObjectMetaExt as _, TypeMeta};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector;
-use kube::runtime::watcher;
 use kube::Client;
 use serde_json::{json, Value};
 use tokio::sync::watch;
@@ -108,7 +109,7 @@ fn terminal(mut pcr: PodCertificateRequest, rv: &str) -> PodCertificateRequest {
     pcr.metadata.resource_version = Some(rv.into());
     pcr.status = Some(denied_status(
         &crate::Denial {
-            reason: crate::DenialReason::PodNotFound,
+            reason: crate::DenialReason::PodUidMismatch,
             message: "someone else".into(),
         },
         now(),
@@ -120,7 +121,9 @@ fn terminal(mut pcr: PodCertificateRequest, rv: &str) -> PodCertificateRequest {
 struct Setup {
     signer: SignerConfig,
     pool: PoolState,
-    pods: Vec<PartialObjectMeta<Pod>>,
+    pods: Vec<Pod>,
+    nodes: Vec<PartialObjectMeta<Node>>,
+    service_accounts: Vec<PartialObjectMeta<ServiceAccount>>,
     services: Vec<Service>,
 }
 
@@ -129,7 +132,9 @@ impl Setup {
         Setup {
             signer: spiffe(),
             pool: PoolState::fixed("/pool", pool()),
-            pods: vec![],
+            pods: vec![web_pod(POD_UID)],
+            nodes: vec![meta("node-1", None, "node-uid")],
+            service_accounts: vec![meta("web", Some(NS), "sa-uid")],
             services: vec![],
         }
     }
@@ -144,10 +149,7 @@ impl Setup {
     fn context(self) -> (Arc<Context>, MockHandle) {
         let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
         let client = Client::new(service, "default");
-        let (pods, mut pods_writer) = reflector::store::<PartialObjectMeta<Pod>>();
-        for p in self.pods {
-            pods_writer.apply_watcher_event(&watcher::Event::Apply(p));
-        }
+        let cluster = ClusterView::from_objects(self.pods, self.nodes, self.service_accounts);
         let services = ServiceCache::fixed(self.services);
         let (_tx, pool) = watch::channel(self.pool);
         let ctx = Context {
@@ -155,7 +157,7 @@ impl Setup {
             pcr_api: pcr_api(),
             signer: self.signer,
             pool,
-            pods,
+            cluster,
             services,
             sharding: Sharding::Off,
             metrics: Arc::new(Metrics::new()),
@@ -172,22 +174,72 @@ impl Setup {
     }
 }
 
-fn pod_meta(name: &str, uid: &str, labels: &[(&str, &str)]) -> PartialObjectMeta<Pod> {
-    PartialObjectMeta::<Pod> {
+/// The pod `web-0` (app=web) as kubelet would run it: bound to node-1, ServiceAccount
+/// web, a projected volume with an ECDSAP256 source for each of the two signers.
+fn web_pod(uid: &str) -> Pod {
+    let source = |signer: &str| VolumeProjection {
+        pod_certificate: Some(PodCertificateProjection {
+            signer_name: signer.into(),
+            key_type: "ECDSAP256".into(),
+            credential_bundle_path: Some("credentialbundle.pem".into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    Pod {
         metadata: ObjectMeta {
             namespace: Some(NS.into()),
-            name: Some(name.into()),
+            name: Some("web-0".into()),
             uid: Some(uid.into()),
-            labels: Some(
-                labels
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-            ),
+            labels: Some([("app".to_string(), "web".to_string())].into()),
             ..Default::default()
         },
+        spec: Some(PodSpec {
+            service_account_name: Some("web".into()),
+            node_name: Some("node-1".into()),
+            volumes: Some(vec![Volume {
+                name: "tls".into(),
+                projected: Some(ProjectedVolumeSource {
+                    sources: Some(vec![
+                        source("row-major.net/spiffe"),
+                        source("row-major.net/service-dns"),
+                    ]),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+fn meta<K: kube::Resource<DynamicType = ()>>(
+    name: &str,
+    namespace: Option<&str>,
+    uid: &str,
+) -> PartialObjectMeta<K> {
+    let mut m = ObjectMeta {
+        namespace: namespace.map(str::to_string),
+        name: Some(name.into()),
+        uid: Some(uid.into()),
         ..Default::default()
     }
+    .into_request_partial::<K>();
+    m.types = None;
+    m
+}
+
+/// The metadata-only answer to a GET with `as=PartialObjectMetadata`.
+fn meta_json<K: kube::Resource<DynamicType = ()>>(
+    name: &str,
+    namespace: Option<&str>,
+    uid: &str,
+) -> Value {
+    let mut v = serde_json::to_value(meta::<K>(name, namespace, uid)).unwrap();
+    v["apiVersion"] = json!("meta.k8s.io/v1");
+    v["kind"] = json!("PartialObjectMetadata");
+    v
 }
 
 fn service(name: &str, selector: &[(&str, &str)]) -> Service {
@@ -449,7 +501,6 @@ async fn refused_key_type_is_denied_as_unsupported() {
 #[tokio::test]
 async fn service_dns_issues_for_the_selecting_service_from_the_caches() {
     let mut setup = Setup::service_dns();
-    setup.pods = vec![pod_meta("web-0", POD_UID, &[("app", "web")])];
     setup.services = vec![
         service("web", &[("app", "web")]),
         service("db", &[("app", "db")]),
@@ -480,47 +531,211 @@ async fn service_dns_issues_for_the_selecting_service_from_the_caches() {
 }
 
 #[tokio::test]
-async fn pod_not_in_cache_is_pending_without_a_write_then_denied_after_grace() {
-    let mut setup = Setup::service_dns();
-    setup.services = vec![service("web", &[("app", "web")])];
-    let (ctx, mut handle) = setup.context();
-    // Fresh request: pending, looked at again soon, nothing written.
+async fn missing_pod_or_service_stays_pending_at_any_age_and_writes_nothing() {
+    // The old signer denied both after 10 minutes: a Service deleted and re-created
+    // across a refresh stranded the pod for good.
+    let cases = [
+        ("row-major.net/service-dns", "no pod"),
+        ("row-major.net/service-dns", "no Service"),
+        ("row-major.net/spiffe", "no pod"),
+    ];
+    for (signer, what) in cases {
+        let mut setup = if signer.ends_with("spiffe") {
+            Setup::spiffe()
+        } else {
+            Setup::service_dns()
+        };
+        if what == "no pod" {
+            setup.pods = vec![];
+            setup.services = vec![service("web", &[("app", "web")])];
+        }
+        let (ctx, handle) = setup.context();
+        for age in [1, 601, 3600, 86_400] {
+            let action = reconcile(Arc::new(pcr(signer, Duration::from_secs(age))), ctx.clone())
+                .await
+                .unwrap();
+            assert_eq!(
+                action,
+                Action::requeue(PENDING_RECHECK),
+                "{signer}, {what}, {age}s old"
+            );
+        }
+        drop(ctx);
+        assert_no_more_requests(handle).await;
+    }
+}
+
+#[tokio::test]
+async fn spiffe_signer_checks_the_live_pod_and_issues_nothing_without_it() {
+    // Today's spiffe signer looked at no pod: any PCR creator got any SPIFFE ID.
+    let mut setup = Setup::spiffe();
+    setup.pods = vec![];
+    let (ctx, handle) = setup.context();
     let action = reconcile(
-        Arc::new(pcr("row-major.net/service-dns", Duration::from_secs(1))),
-        ctx.clone(),
+        Arc::new(pcr("row-major.net/spiffe", Duration::from_secs(1))),
+        ctx,
     )
     .await
     .unwrap();
     assert_eq!(action, Action::requeue(PENDING_RECHECK));
-    // Past the grace period: denied.
+    assert_no_more_requests(handle).await;
+}
+
+/// Answers the three live reads that confirm a denial: the pod (`pod`, 404 if `None`),
+/// the Node and the ServiceAccount `sa`, in that order.
+async fn answer_live_reads(handle: &mut MockHandle, pod: Option<Pod>, sa: (&str, &str)) {
+    let (parts, _, send) = next(handle).await;
+    assert_eq!(parts.method, Method::GET);
+    assert_eq!(parts.uri.path(), "/api/v1/namespaces/t/pods/web-0");
+    match pod {
+        Some(p) => reply(send, StatusCode::OK, &serde_json::to_value(p).unwrap()),
+        None => reply(
+            send,
+            StatusCode::NOT_FOUND,
+            &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}),
+        ),
+    }
+    let (parts, _, send) = next(handle).await;
+    assert_eq!(parts.method, Method::GET);
+    assert_eq!(parts.uri.path(), "/api/v1/nodes/node-1");
+    let accept = parts.headers[http::header::ACCEPT]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(accept.contains("PartialObjectMetadata"), "{accept}");
+    reply(
+        send,
+        StatusCode::OK,
+        &meta_json::<Node>("node-1", None, "node-uid"),
+    );
+    let (parts, _, send) = next(handle).await;
+    assert_eq!(parts.method, Method::GET);
+    assert_eq!(
+        parts.uri.path(),
+        format!("/api/v1/namespaces/t/serviceaccounts/{}", sa.0)
+    );
+    reply(
+        send,
+        StatusCode::OK,
+        &meta_json::<ServiceAccount>(sa.0, Some(NS), sa.1),
+    );
+}
+
+#[tokio::test]
+async fn another_pod_uid_in_the_cache_is_denied_only_once_a_live_read_confirms_it() {
+    for signer in ["row-major.net/service-dns", "row-major.net/spiffe"] {
+        let mut setup = Setup::service_dns();
+        if signer.ends_with("spiffe") {
+            setup.signer = spiffe();
+        }
+        setup.pods = vec![web_pod("another-uid")];
+        setup.services = vec![service("web", &[("app", "web")])];
+        let (ctx, mut handle) = setup.context();
+        let task = tokio::spawn(reconcile(
+            Arc::new(pcr(signer, Duration::from_secs(1))),
+            ctx,
+        ));
+        answer_live_reads(&mut handle, Some(web_pod("another-uid")), ("web", "sa-uid")).await;
+        expect_denial(handle, task, "PodUIDMismatch").await;
+    }
+}
+
+#[tokio::test]
+async fn a_lagging_cache_never_strands_a_pod_the_live_read_wins() {
+    // The cache still holds the pod's predecessor (same name, another UID); the live
+    // read finds the request's own pod: issued, not denied.
+    let mut setup = Setup::spiffe();
+    setup.pods = vec![web_pod("predecessor-uid")];
+    let (ctx, mut handle) = setup.context();
     let task = tokio::spawn(reconcile(
-        Arc::new(pcr("row-major.net/service-dns", Duration::from_secs(3600))),
+        Arc::new(pcr("row-major.net/spiffe", Duration::from_secs(1))),
         ctx,
     ));
+    answer_live_reads(&mut handle, Some(web_pod(POD_UID)), ("web", "sa-uid")).await;
     let (parts, body, send) = next(&mut handle).await;
-    assert_status_put(&parts, &body, "7", "Denied");
-    assert_eq!(body["status"]["conditions"][0]["reason"], "PodNotFound");
+    assert_status_put(&parts, &body, "7", "Issued");
     reply(send, StatusCode::OK, &body);
-    let (parts, _, send) = next(&mut handle).await;
-    assert_eq!(parts.method, Method::POST);
-    reply(send, StatusCode::CREATED, &json!({}));
-    task.await.unwrap().unwrap();
+    assert_eq!(task.await.unwrap().unwrap(), Action::await_change());
+    assert_no_more_requests(handle).await;
+
+    // And a pod gone by the time of the live read is pending, not denied.
+    let mut setup = Setup::spiffe();
+    setup.pods = vec![web_pod("predecessor-uid")];
+    let (ctx, mut handle) = setup.context();
+    let task = tokio::spawn(reconcile(
+        Arc::new(pcr("row-major.net/spiffe", Duration::from_secs(1))),
+        ctx,
+    ));
+    answer_live_reads(&mut handle, None, ("web", "sa-uid")).await;
+    assert_eq!(
+        task.await.unwrap().unwrap(),
+        Action::requeue(PENDING_RECHECK)
+    );
     assert_no_more_requests(handle).await;
 }
 
 #[tokio::test]
-async fn pod_with_another_uid_is_not_issued_for() {
-    let mut setup = Setup::service_dns();
-    setup.pods = vec![pod_meta("web-0", "another-uid", &[("app", "web")])];
-    setup.services = vec![service("web", &[("app", "web")])];
-    let (ctx, handle) = setup.context();
-    let action = reconcile(
-        Arc::new(pcr("row-major.net/service-dns", Duration::from_secs(1))),
-        ctx,
-    )
-    .await
-    .unwrap();
-    assert_eq!(action, Action::requeue(PENDING_RECHECK));
+async fn a_terminating_pod_or_a_pod_without_the_volume_is_denied_after_confirmation() {
+    let mut terminating = web_pod(POD_UID);
+    terminating.metadata.deletion_timestamp = Some(k8s_time(now()));
+    let mut no_volume = web_pod(POD_UID);
+    if let Some(spec) = no_volume.spec.as_mut() {
+        spec.volumes = None;
+    }
+    for (pod, reason) in [
+        (terminating, "PodTerminating"),
+        (no_volume, "NoPodCertificateSource"),
+    ] {
+        let mut setup = Setup::spiffe();
+        setup.pods = vec![pod.clone()];
+        let (ctx, mut handle) = setup.context();
+        let task = tokio::spawn(reconcile(
+            Arc::new(pcr("row-major.net/spiffe", Duration::from_secs(1))),
+            ctx,
+        ));
+        answer_live_reads(&mut handle, Some(pod), ("web", "sa-uid")).await;
+        expect_denial(handle, task, reason).await;
+    }
+}
+
+#[tokio::test]
+async fn a_claimed_service_account_is_denied() {
+    // A PCR creator claims ServiceAccount "admin" for the pod web-0 (which runs as web).
+    let mut setup = Setup::spiffe();
+    setup
+        .service_accounts
+        .push(meta("admin", Some(NS), "admin-uid"));
+    let (ctx, mut handle) = setup.context();
+    let mut request = pcr("row-major.net/spiffe", Duration::from_secs(1));
+    request.spec.service_account_name = "admin".into();
+    request.spec.service_account_uid = "admin-uid".into();
+    let task = tokio::spawn(reconcile(Arc::new(request), ctx));
+    answer_live_reads(&mut handle, Some(web_pod(POD_UID)), ("admin", "admin-uid")).await;
+    expect_denial(handle, task, "ServiceAccountMismatch").await;
+}
+
+#[tokio::test]
+async fn a_huge_denial_message_is_capped_so_the_status_write_succeeds() {
+    let (ctx, mut handle) = Setup::spiffe().context();
+    let mut request = pcr("row-major.net/spiffe", Duration::from_secs(1));
+    request.spec.unverified_user_annotations = Some(
+        (0..500)
+            .map(|i| (format!("example.com/{}-{i}", "k".repeat(250)), "v".into()))
+            .collect(),
+    );
+    let task = tokio::spawn(reconcile(Arc::new(request), ctx));
+    let (parts, body, send) = next(&mut handle).await;
+    assert_status_put(&parts, &body, "7", "Denied");
+    let message = body["status"]["conditions"][0]["message"].as_str().unwrap();
+    assert!(
+        message.len() <= crate::MAX_MESSAGE_BYTES,
+        "{} bytes",
+        message.len()
+    );
+    reply(send, StatusCode::OK, &body);
+    let (_, _, send) = next(&mut handle).await;
+    reply(send, StatusCode::CREATED, &json!({}));
+    assert_eq!(task.await.unwrap().unwrap(), Action::await_change());
     assert_no_more_requests(handle).await;
 }
 
