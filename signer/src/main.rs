@@ -189,6 +189,10 @@ struct Controller {
     /// Requests reconciled concurrently per signer.
     #[arg(long, env = "SIGNER_CONCURRENCY", default_value_t = 16)]
     concurrency: u16,
+    /// Log a warning (then hourly) while a signer's signing CA expires within this
+    /// window; each CA's notAfter is also the metric podtls_signer_ca_not_after_seconds.
+    #[arg(long, env = "SIGNER_CA_EXPIRY_WARNING", default_value = "30days", value_parser = humantime::parse_duration)]
+    ca_expiry_warning: Duration,
 }
 
 fn main() -> ExitCode {
@@ -407,6 +411,7 @@ fn controller(args: &Controller) -> anyhow::Result<()> {
         pool_reload_period: args.pool_reload_period,
         concurrency: args.concurrency.max(1),
         reporter: "podtls-signer".into(),
+        ca_expiry_warning: args.ca_expiry_warning,
     };
     runtime()?.block_on(async {
         let client = client(args.kubeconfig.as_deref(), args.in_cluster).await?;

@@ -9,6 +9,7 @@
 
 mod admin;
 mod api_types;
+mod ca_status;
 mod discovery;
 mod error;
 mod metrics;
@@ -27,6 +28,7 @@ pub use api_types::{
     terminal_condition, PodCertificateRequest, PodCertificateRequestSpec,
     PodCertificateRequestStatus, CONDITION_DENIED, CONDITION_FAILED, CONDITION_ISSUED,
 };
+pub use ca_status::{ExpiryLog, DEFAULT_CA_EXPIRY_WARNING, EXPIRY_RELOG_PERIOD};
 pub use discovery::{discover, pick as pick_served_apis, ServedApis};
 pub use error::Error;
 pub use metrics::Metrics;
