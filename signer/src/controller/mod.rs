@@ -1,7 +1,7 @@
 //! The Kubernetes half: a kube-rs controller per enabled signer that watches its
 //! PodCertificateRequests, decides them with [`issue`](crate::issue) against watch-cache
 //! snapshots, and writes one terminal status per request; the signers'
-//! ClusterTrustBundles; CA pool hot reload; sharding between replicas; metrics and probes.
+//! ClusterTrustBundles (and deleting those no enabled signer wants); CA pool hot reload; sharding between replicas; metrics and probes.
 //!
 //! Shape (kube-rs `controller-rs`): [`Context`], [`reconcile`], a pure [`error_policy`],
 //! and an [`Error`] whose variants name the failed step ([`Error::step`] is the metric
@@ -17,6 +17,7 @@ mod pool_watch;
 mod reconcile;
 mod run;
 mod sharding;
+mod trust_bundle_gc;
 mod trust_bundles;
 
 #[cfg(test)]
@@ -41,6 +42,9 @@ pub use run::{run, ControllerConfig, SignerSetup};
 pub use sharding::{
     assigned_replica, desired_lease, fnv1_64, live_replicas, Sharding, ShardingConfig,
     LEASE_DURATION, LEASE_RENEWAL_PERIOD,
+};
+pub use trust_bundle_gc::{
+    collect as collect_trust_bundles, unwanted as unwanted_trust_bundles, ExistingBundle,
 };
 pub use trust_bundles::{bundle_body, bundle_labels, bundle_name, FIELD_MANAGER};
 

@@ -23,7 +23,7 @@ use super::metrics::Metrics;
 use super::pool_watch::{self, PoolState};
 use super::reconcile::{error_policy, reconcile, Context};
 use super::sharding::{self, Sharding, ShardingConfig};
-use super::{admin, ca_status, trust_bundles, Error};
+use super::{admin, ca_status, trust_bundle_gc, trust_bundles, Error};
 use crate::{SignerConfig, SignerKind};
 
 /// One enabled signer and its pool file.
@@ -175,6 +175,12 @@ pub async fn run(client: Client, config: ControllerConfig) -> Result<(), Error> 
     };
     caches_ready.store(true, Ordering::Relaxed);
 
+    tokio::spawn(trust_bundle_gc::gc_loop(
+        client.clone(),
+        apis.ctb.clone(),
+        config.signers.iter().map(|s| s.config.clone()).collect(),
+        metrics.clone(),
+    ));
     for (setup, pool) in config.signers.iter().zip(&pools) {
         tokio::spawn(trust_bundles::sync_loop(
             client.clone(),
