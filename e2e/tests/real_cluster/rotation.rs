@@ -3,10 +3,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{ensure, Context as _, Result};
+use anyhow::{bail, ensure, Context as _, Result};
 use podtls_e2e::*;
 use serde_json::{json, Value};
 
@@ -178,6 +178,8 @@ fn fingerprints(text: &str) -> BTreeSet<String> {
 struct LoadRuns {
     stop: Arc<AtomicBool>,
     started: Arc<AtomicUsize>,
+    /// Why the runs ended early, if they did (also in `finish`'s error).
+    error: Arc<Mutex<Option<String>>>,
     thread: std::thread::JoinHandle<Result<Vec<Value>>>,
 }
 
@@ -203,53 +205,72 @@ impl LoadRuns {
             mesh.logs.clone(),
             pair.namespace.clone(),
         );
+        let error = Arc::new(Mutex::new(None));
         let thread = {
-            let (stop, started) = (stop.clone(), started.clone());
+            let (stop, started, error) = (stop.clone(), started.clone(), error.clone());
             std::thread::spawn(move || -> Result<Vec<Value>> {
-                let mut summaries = Vec::new();
-                while !stop.load(Ordering::SeqCst) {
-                    let run = started.fetch_add(1, Ordering::SeqCst);
-                    let mut load = Proc::start(
-                        &format!("{ns}-lifecycle-load-{run}"),
-                        &bin,
-                        &args,
-                        &[("RUST_LOG", "podtls=info")],
-                        &logs,
-                    )?;
-                    let code = load.wait(Duration::from_secs(60))?;
-                    let summary = load
-                        .lines()
-                        .iter()
-                        .rev()
-                        .find_map(|l| {
-                            serde_json::from_str::<Value>(l)
-                                .ok()
-                                .filter(|v| v.get("failed").is_some())
-                        })
-                        .with_context(|| {
-                            format!("load run {run}: no JSON summary:\n{}", load.tail(20))
-                        })?;
-                    ensure!(code == 0, "load run {run} exited {code}: {summary}");
-                    summaries.push(summary);
+                let runs = || -> Result<Vec<Value>> {
+                    let mut summaries = Vec::new();
+                    while !stop.load(Ordering::SeqCst) {
+                        let run = started.fetch_add(1, Ordering::SeqCst);
+                        let mut load = Proc::start(
+                            &format!("{ns}-lifecycle-load-{run}"),
+                            &bin,
+                            &args,
+                            &[("RUST_LOG", "podtls=info")],
+                            &logs,
+                        )?;
+                        let code = load.wait(Duration::from_secs(60))?;
+                        let summary = load
+                            .lines()
+                            .iter()
+                            .rev()
+                            .find_map(|l| {
+                                serde_json::from_str::<Value>(l)
+                                    .ok()
+                                    .filter(|v| v.get("failed").is_some())
+                            })
+                            .with_context(|| {
+                                format!("load run {run}: no JSON summary:\n{}", load.tail(20))
+                            })?;
+                        ensure!(code == 0, "load run {run} exited {code}: {summary}");
+                        ensure!(
+                            summary["failed"] == 0,
+                            "load run {run}: failed requests: {summary}"
+                        );
+                        summaries.push(summary);
+                    }
+                    Ok(summaries)
+                };
+                let result = runs();
+                if let Err(e) = &result {
+                    *error.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!("{e:#}"));
                 }
-                Ok(summaries)
+                result
             })
         };
         Ok(LoadRuns {
             stop,
             started,
+            error,
             thread,
         })
     }
 
     /// Waits until a run has started after this call, so a whole run sees the
     /// state reached by now.
+    /// Fails at once if the runs ended early (a failed request).
     async fn one_more_run(&self) -> Result<()> {
         let now = self.started.load(Ordering::SeqCst);
-        eventually("a new load run", Duration::from_secs(30), || async {
-            Ok((self.started.load(Ordering::SeqCst) > now).then_some(()))
-        })
-        .await
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.started.load(Ordering::SeqCst) <= now {
+            if let Some(e) = self.error.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+                bail!("load runs ended: {e}");
+            }
+            ensure!(Instant::now() < deadline, "no new load run within 30 s");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        Ok(())
     }
 
     /// Stops after the current run and returns every run's summary.
@@ -453,7 +474,9 @@ pub(crate) async fn the_ca_lifecycle_rotates_under_load_without_a_failed_request
         Duration::from_secs(60),
         || async {
             let text = signer.metrics().await?;
-            Ok((!text.contains(&format!(r#"ca_id="{old_id}""#))).then_some(()))
+            Ok((!text.contains(&format!(r#"ca_id="{old_id}""#))
+                && text.contains(r#"ca_id="spiffe-2",signing="true""#))
+            .then_some(()))
         },
     )
     .await?;
