@@ -12,11 +12,13 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context as _, Result};
 use podtls_e2e::*;
 
+mod ca_lifecycle;
 mod denials;
 mod faults;
 mod issuance;
 mod rotation;
 
+use ca_lifecycle::*;
 use denials::*;
 use faults::*;
 use issuance::*;
