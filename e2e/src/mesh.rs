@@ -108,20 +108,26 @@ impl<'c> Mesh<'c> {
         Ok(mesh)
     }
 
-    /// Runs `signer ARGS --kubeconfig <admin>` to completion.
-    pub fn signer_tool(&self, args: &[&str]) -> Result<()> {
-        let out = std::process::Command::new(self.bins.join("signer"))
-            .args(args)
-            .arg("--kubeconfig")
-            .arg(&self.cluster.state.kubeconfig)
-            .output()?;
+    /// Runs `signer ARGS --kubeconfig <admin>` to completion; fails if it fails.
+    /// Returns its standard output.
+    pub fn signer_tool(&self, args: &[&str]) -> Result<String> {
+        let out = self.signer_tool_output(args)?;
         if !out.status.success() {
             bail!(
                 "signer {args:?} failed: {}",
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        Ok(())
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Runs `signer ARGS --kubeconfig <admin>` to completion, whatever its exit status.
+    pub fn signer_tool_output(&self, args: &[&str]) -> Result<std::process::Output> {
+        Ok(std::process::Command::new(self.bins.join("signer"))
+            .args(args)
+            .arg("--kubeconfig")
+            .arg(&self.cluster.state.kubeconfig)
+            .output()?)
     }
 
     /// Starts a signer replica: a pod `signer-<replica>` from the Deployment's
@@ -130,6 +136,17 @@ impl<'c> Mesh<'c> {
     /// authenticates with that pod's projected token. `extra` is appended to the
     /// command.
     pub async fn start_signer(&self, replica: &str, extra: &[&str]) -> Result<SignerReplica> {
+        self.start_signer_without(replica, extra, &[]).await
+    }
+
+    /// [`Mesh::start_signer`], leaving out the manifest's arguments in `without`
+    /// (e.g. `--enable-service-dns-signer`).
+    pub async fn start_signer_without(
+        &self,
+        replica: &str,
+        extra: &[&str],
+        without: &[&str],
+    ) -> Result<SignerReplica> {
         let pod_name = format!("signer-{replica}");
         let template = pod_template(&self.controller_docs, "signer")?;
         let node = &self.cluster.nodes()[0];
@@ -171,6 +188,9 @@ impl<'c> Mesh<'c> {
         let admin_port = free_port();
         let mut args = Vec::new();
         for arg in container_command(template, "signer")?.into_iter().skip(1) {
+            if without.contains(&arg.as_str()) {
+                continue;
+            }
             let arg = match arg.as_str() {
                 "--in-cluster" => format!("--kubeconfig={}", kubeconfig.display()),
                 a if a.starts_with("--admin-listen=") => {

@@ -296,7 +296,10 @@ pub(crate) async fn a_foreign_identity_claiming_a_pod_gets_nothing(
         "podtls_signer_requester_policy_enforced",
         &[],
     );
-    ensure!(enforced == 1.0, "podtls_signer_requester_policy_enforced is {enforced}");
+    ensure!(
+        enforced == 1.0,
+        "podtls_signer_requester_policy_enforced is {enforced}"
+    );
     for doc in [
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": INTRUDER_NS}}),
         json!({"apiVersion": "v1", "kind": "ServiceAccount",

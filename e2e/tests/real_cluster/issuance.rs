@@ -164,3 +164,51 @@ pub(crate) fn the_pair_talks(mesh: &Mesh<'_>, pair: &Pair) -> Result<()> {
     }
     Ok(())
 }
+
+/// A signer disabled by flags leaves no bundle behind: replica a stops, replica
+/// c starts without `--enable-service-dns-signer`, and deletes the service-dns
+/// bundle (written by this controller's field manager) while keeping spiffe's.
+pub(crate) async fn a_disabled_signers_bundle_is_deleted(
+    mesh: &Mesh<'_>,
+    requests: &Requests,
+    signer_a: &mut SignerReplica,
+) -> Result<()> {
+    const SERVICE_DNS_BUNDLE: &str = "row-major.net:service-dns:primary-bundle";
+    const SPIFFE_BUNDLE: &str = "row-major.net:spiffe:primary-bundle";
+    signer_a.proc.terminate(Duration::from_secs(10));
+    let names = || async {
+        Ok::<_, anyhow::Error>(
+            requests
+                .trust_bundles()
+                .await?
+                .into_iter()
+                .filter_map(|c| c.metadata.name)
+                .collect::<Vec<_>>(),
+        )
+    };
+    ensure!(
+        names().await?.iter().any(|n| n == SERVICE_DNS_BUNDLE),
+        "the service-dns bundle is missing before the signer is disabled"
+    );
+    let c = mesh
+        .start_signer_without("c", &[SPIFFE_KEY_TYPES], &["--enable-service-dns-signer"])
+        .await?;
+    eventually(
+        "the disabled signer's bundle deleted, the other kept",
+        Duration::from_secs(30),
+        || async {
+            let names = names().await?;
+            Ok((!names.iter().any(|n| n == SERVICE_DNS_BUNDLE)
+                && names.iter().any(|n| n == SPIFFE_BUNDLE))
+            .then_some(()))
+        },
+    )
+    .await?;
+    let deletes = metric_sum(
+        &c.metrics().await?,
+        "podtls_signer_trust_bundle_deletes_total",
+        &[r#"result="ok""#],
+    );
+    ensure!(deletes == 1.0, "trust_bundle_deletes_total ok = {deletes}");
+    Ok(())
+}

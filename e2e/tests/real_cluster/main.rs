@@ -1,9 +1,10 @@
 //! The project against a real kube-apiserver and kubelet's own pod-certificate
 //! code (`e2e/cluster`), for each pinned release: the manifests applied for real,
 //! the signer running as its ServiceAccount, the example pairs on the volumes
-//! kubelet's code wrote, forced rotation under load, a CA added to the pool,
-//! denials, and faults (signer killed mid-stream, kube-apiserver restarted, two
-//! replicas). Clusters run one at a time (each is ~500 MB and busy at start-up).
+//! kubelet's code wrote, forced rotation under load, the CA lifecycle (add,
+//! promote, refresh, retire) under load, denials, faults (signer killed
+//! mid-stream, kube-apiserver restarted, two replicas), and the bundle of a
+//! disabled signer deleted. Clusters run one at a time (each is ~500 MB and busy at start-up).
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -11,12 +12,14 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context as _, Result};
 use podtls_e2e::*;
 
+mod ca_lifecycle;
 mod denials;
 mod entitlement;
 mod faults;
 mod issuance;
 mod rotation;
 
+use ca_lifecycle::*;
 use denials::*;
 use entitlement::*;
 use faults::*;
@@ -114,9 +117,11 @@ async fn suite(cluster: &TestCluster, api_version: &str) -> Result<()> {
     a_deleted_service_strands_no_pod(&mesh, &requests, &signer_a, &pairs[1])
         .await
         .context("a Service deleted across a refresh")?;
-    a_new_ca_reaches_the_projected_bundle_and_signs(&mesh, &requests, &pairs[2])
-        .await
-        .context("CA rotation")?;
+    the_ca_lifecycle_rotates_under_load_without_a_failed_request(
+        &mesh, &requests, &pairs, &signer_a,
+    )
+    .await
+    .context("CA lifecycle")?;
     denials_are_terminal_with_reasons(&mesh, &requests)
         .await
         .context("denials")?;
@@ -135,6 +140,9 @@ async fn suite(cluster: &TestCluster, api_version: &str) -> Result<()> {
         .context("two replicas")?;
 
     every_status_was_written_once(cluster, &requests).await?;
+    a_disabled_signers_bundle_is_deleted(&mesh, &requests, &mut signer_a)
+        .await
+        .context("bundle of a disabled signer")?;
     Ok(())
 }
 

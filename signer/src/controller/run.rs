@@ -23,7 +23,7 @@ use super::metrics::Metrics;
 use super::pool_watch::{self, PoolState};
 use super::reconcile::{error_policy, reconcile, Context};
 use super::sharding::{self, Sharding, ShardingConfig};
-use super::{admin, requester_policy, trust_bundles, Error};
+use super::{admin, ca_status, requester_policy, trust_bundle_gc, trust_bundles, Error};
 use crate::{SignerConfig, SignerKind};
 
 /// One enabled signer and its pool file.
@@ -50,6 +50,9 @@ pub struct ControllerConfig {
     pub concurrency: u16,
     /// Reporter name of Events.
     pub reporter: String,
+    /// Warn when the signing CA expires within this window
+    /// ([`DEFAULT_CA_EXPIRY_WARNING`](super::DEFAULT_CA_EXPIRY_WARNING)).
+    pub ca_expiry_warning: Duration,
 }
 
 /// Runs the controller until SIGTERM/Ctrl-C (graceful: in-flight reconciles finish).
@@ -109,15 +112,13 @@ pub async fn run(client: Client, config: ControllerConfig) -> Result<(), Error> 
         });
     }
     for (setup, pool) in config.signers.iter().zip(&pools) {
-        metrics.pool_loaded(&setup.config.name, pool.borrow().pool.is_some());
-        let metrics = metrics.clone();
-        let name = setup.config.name.clone();
-        let mut pool = pool.clone();
-        tokio::spawn(async move {
-            while pool.changed().await.is_ok() {
-                metrics.pool_loaded(&name, pool.borrow().pool.is_some());
-            }
-        });
+        ca_status::record(&metrics, &setup.config.name, pool.borrow().pool.as_deref());
+        tokio::spawn(ca_status::watch_loop(
+            setup.config.name.clone(),
+            pool.clone(),
+            metrics.clone(),
+            config.ca_expiry_warning,
+        ));
     }
 
     let apis = discover(&client).await?;
@@ -158,6 +159,12 @@ pub async fn run(client: Client, config: ControllerConfig) -> Result<(), Error> 
     };
     caches_ready.store(true, Ordering::Relaxed);
 
+    tokio::spawn(trust_bundle_gc::gc_loop(
+        client.clone(),
+        apis.ctb.clone(),
+        config.signers.iter().map(|s| s.config.clone()).collect(),
+        metrics.clone(),
+    ));
     for (setup, pool) in config.signers.iter().zip(&pools) {
         tokio::spawn(trust_bundles::sync_loop(
             client.clone(),
