@@ -79,6 +79,15 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// Deleting this replica's own sharding Lease at shutdown failed.
+    #[error("deleting sharding Lease {name} at shutdown: {source}")]
+    ReleaseLease {
+        /// The Lease's name.
+        name: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
     /// The admin endpoint could not be served.
     #[error("admin endpoint {addr}: {source}")]
     Admin {
@@ -116,7 +125,7 @@ impl Error {
             Error::Reread { .. } => "reread_after_conflict",
             Error::ConflictPersists { .. } => "conflict",
             Error::ApplyTrustBundle { .. } => "apply_trust_bundle",
-            Error::Lease { .. } => "lease",
+            Error::Lease { .. } | Error::ReleaseLease { .. } => "lease",
             Error::Admin { .. } => "admin",
             Error::CacheNotReady { .. } => "cache",
         }

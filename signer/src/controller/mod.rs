@@ -14,6 +14,7 @@ mod error;
 mod metrics;
 mod pool_watch;
 mod reconcile;
+mod replica;
 mod run;
 mod sharding;
 mod trust_bundles;
@@ -37,8 +38,8 @@ pub use reconcile::{
 };
 pub use run::{run, ControllerConfig, SignerSetup};
 pub use sharding::{
-    assigned_replica, desired_lease, fnv1_64, live_replicas, Sharding, ShardingConfig,
-    LEASE_DURATION, LEASE_RENEWAL_PERIOD,
+    assigned_replica, desired_lease, fnv1_64, live_replicas, release_preconditions, Released,
+    Sharding, ShardingConfig, LEASE_DURATION, LEASE_RENEWAL_PERIOD, MEMBERSHIP_CHECK_PERIOD,
 };
 pub use trust_bundles::{bundle_body, bundle_labels, bundle_name, FIELD_MANAGER};
 
