@@ -122,9 +122,12 @@ async fn suite(cluster: &TestCluster, api_version: &str) -> Result<()> {
     watches_survive_an_apiserver_restart(&mesh, &requests, &mut signer_a)
         .await
         .context("kube-apiserver restart")?;
-    two_replicas_split_the_work(&mesh, &requests, &signer_a)
+    let signer_b = two_replicas_split_the_work(&mesh, &requests, &signer_a)
         .await
         .context("two replicas")?;
+    let _signer_c = a_replica_roll_hands_over_at_once(&mesh, &requests, signer_b)
+        .await
+        .context("replica roll")?;
 
     every_status_was_written_once(cluster, &requests).await?;
     Ok(())
