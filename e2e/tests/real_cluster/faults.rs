@@ -221,7 +221,9 @@ pub(crate) async fn a_replica_roll_hands_over_at_once(
                 }),
         )
     };
-    watch_ready.await.context("the request watch ended before its first list")?;
+    watch_ready
+        .await
+        .context("the request watch ended before its first list")?;
 
     // The pod creator: one pod every 250 ms until told to stop.
     let created = Arc::new(AtomicUsize::new(0));
@@ -264,7 +266,12 @@ pub(crate) async fn a_replica_roll_hands_over_at_once(
         }
     };
 
-    eventually("8 pods created", Duration::from_secs(30), created_at_least(8)).await?;
+    eventually(
+        "8 pods created",
+        Duration::from_secs(30),
+        created_at_least(8),
+    )
+    .await?;
     let terminated = Instant::now();
     let code = tokio::task::block_in_place(|| b.proc.terminate(Duration::from_secs(30)));
     let shutdown_took = terminated.elapsed();
