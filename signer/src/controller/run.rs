@@ -243,6 +243,7 @@ pub async fn run(client: Client, config: ControllerConfig) -> Result<(), Error> 
             Ok(Released::Deleted) => {
                 tracing::info!("sharding Lease deleted; the other replicas take over its requests")
             }
+            Ok(Released::AlreadyGone) => tracing::info!("sharding Lease already gone"),
             Ok(outcome) => {
                 tracing::warn!(?outcome, "sharding Lease not deleted; it expires in 15 s")
             }
