@@ -71,19 +71,19 @@ pub struct Pair {
 }
 
 impl<'c> Mesh<'c> {
-    /// Applies the controller manifests (server-side) and creates both CA pool
-    /// Secrets with `signer make-ca-pool-secret`, as the manifests' header says.
+    /// Installs the controller in the order the quick start (kind/README.md) and
+    /// the manifest's header give, from an empty cluster: `controller/namespace.yaml`
+    /// applied (server-side), both CA pool Secrets made with `signer
+    /// make-ca-pool-secret`, then every file of `controller/` applied.
     pub async fn install(cluster: &'c TestCluster) -> Result<Mesh<'c>> {
         let client = cluster.admin_client().await?;
         let bins = binaries()?;
         let logs = cluster.dir.path().join("logs");
         std::fs::create_dir_all(&logs)?;
-        let controller_docs =
-            manifests::load(&manifests::manifests_dir().join("controller/controller.yaml"))?;
-        manifests::apply_all(&client, &controller_docs).await?;
-        let policy =
-            manifests::load(&manifests::manifests_dir().join("controller/admission-policy.yaml"))?;
-        manifests::apply_all(&client, &policy).await?;
+        let dir = manifests::manifests_dir().join("controller");
+        let namespace = manifests::load(&dir.join("namespace.yaml"))?;
+        manifests::apply_all(&client, &namespace).await?;
+        let controller_docs = manifests::load_dir(&dir)?;
         let mesh = Mesh {
             cluster,
             client,
@@ -105,6 +105,7 @@ impl<'c> Mesh<'c> {
                 id,
             ])?;
         }
+        manifests::apply_all(&mesh.client, &mesh.controller_docs).await?;
         Ok(mesh)
     }
 

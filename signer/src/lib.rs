@@ -87,8 +87,8 @@ pub use key_type::{KeyType, UnknownKeyType};
 pub use request::{IssuanceRequest, DEFAULT_MAX_EXPIRATION_SECONDS};
 pub use requested_key::{KeyMaterial, RequestedKey, MAX_KEY_MATERIAL_SIZE};
 pub use signer_config::{
-    parse_trust_domain, SignerConfig, SignerKind, DEFAULT_MAX_LIFETIME, SERVICE_DNS_SIGNER_NAME,
-    SPIFFE_SIGNER_NAME,
+    parse_trust_domain, SignerConfig, SignerKind, DEFAULT_MAX_LIFETIME, MAX_LABEL_VALUE_LEN,
+    SERVICE_DNS_SIGNER_NAME, SPIFFE_SIGNER_NAME,
 };
 pub use signing_ca::SigningCa;
 pub use snapshot::{

@@ -18,6 +18,12 @@
 //!                   [--admin-listen 0.0.0.0:9090] [--ca-expiry-warning 30d]
 //! ```
 //!
+//! meshtool's `--enable-pod-identity-signer` and `--pod-identity-ca-pool` are accepted, but
+//! the pod-identity signer (`row-major.net/pod-identity`) is not implemented yet (meshtool's
+//! issued nothing either): `controller` refuses to start with `--enable-pod-identity-signer`
+//! rather than leave that signer's requests pending forever, and ignores a lone
+//! `--pod-identity-ca-pool` with a warning.
+//!
 //! Every flag can also be set through the environment variable shown in `--help`.
 //! Boolean flags accept `--flag`, `--flag=true` and `--flag=false`, like Go's `flag`.
 //!
@@ -180,6 +186,14 @@ struct Controller {
     /// for another type is denied with reason UnsupportedKeyType.
     #[arg(long, env = "SIGNER_SPIFFE_KEY_TYPES", value_delimiter = ',')]
     spiffe_key_types: Vec<KeyType>,
+    /// Run the pod-identity signer (row-major.net/pod-identity), as meshtool's flag. NOT
+    /// IMPLEMENTED YET: the controller refuses to start when this is set.
+    #[arg(long, env = "SIGNER_ENABLE_POD_IDENTITY_SIGNER", num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set, default_value_t = false)]
+    enable_pod_identity_signer: bool,
+    /// File with the pod-identity signer's CA pool JSON, as meshtool's flag; unused (and
+    /// ignored with a warning) until the pod-identity signer exists.
+    #[arg(long, env = "SIGNER_POD_IDENTITY_CA_POOL")]
+    pod_identity_ca_pool: Option<PathBuf>,
     /// Address of the plain-HTTP admin endpoint (/metrics, /readyz, /livez); "off" serves none.
     #[arg(long, env = "SIGNER_ADMIN_LISTEN", default_value = "0.0.0.0:9090")]
     admin_listen: String,
@@ -306,6 +320,9 @@ fn set_signing_ca(args: &SetSigningCa) -> anyhow::Result<()> {
     cli::ca::promote(&store, &args.ca_id)
 }
 
+/// meshtool's name of the pod-identity signer.
+const POD_IDENTITY_SIGNER_NAME: &str = "row-major.net/pod-identity";
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -335,6 +352,14 @@ async fn client(kubeconfig: Option<&Path>, in_cluster: bool) -> anyhow::Result<k
 fn controller(args: &Controller) -> anyhow::Result<()> {
     use signer::controller::{ControllerConfig, ShardingConfig, SignerSetup};
 
+    if args.enable_pod_identity_signer {
+        bail!(
+            "--enable-pod-identity-signer: the pod-identity signer ({POD_IDENTITY_SIGNER_NAME}) is not implemented yet (meshtool's issued nothing either); remove the flag. Its requests would otherwise stay pending"
+        );
+    }
+    if let Some(path) = &args.pod_identity_ca_pool {
+        tracing::warn!(path = %path.display(), "--pod-identity-ca-pool is ignored: the pod-identity signer is not implemented yet");
+    }
     if !args.enable_service_dns_signer && !args.enable_spiffe_signer {
         bail!(
             "enable at least one signer: --enable-service-dns-signer and/or --enable-spiffe-signer"
@@ -425,5 +450,56 @@ fn with_key_types(config: SignerConfig, types: &[KeyType]) -> SignerConfig {
         config
     } else {
         config.with_allowed_key_types(types.to_vec())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn controller_args(extra: &[&str]) -> Controller {
+        let mut argv = vec!["signer", "controller", "--kubeconfig", "/nonexistent"];
+        argv.extend_from_slice(extra);
+        match Cli::try_parse_from(argv).expect("parses").command {
+            Command::Controller(args) => *args,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn pod_identity_signer_is_refused_at_start_up_naming_the_flag() {
+        let args = controller_args(&[
+            "--enable-pod-identity-signer",
+            "--pod-identity-ca-pool=/run/ca-state/pod-identity-pool.json",
+            "--enable-spiffe-signer",
+            "--spiffe-trust-domain=cluster.local",
+            "--spiffe-ca-pool=/run/ca-state/spiffe-pool.json",
+        ]);
+        let err = format!("{:#}", controller(&args).unwrap_err());
+        assert!(err.contains("--enable-pod-identity-signer"), "{err}");
+        assert!(err.contains("not implemented yet"), "{err}");
+        assert!(err.contains("row-major.net/pod-identity"), "{err}");
+    }
+
+    #[test]
+    fn meshtool_pod_identity_flags_parse_in_every_spelling() {
+        assert!(controller_args(&["--enable-pod-identity-signer=true"]).enable_pod_identity_signer);
+        assert!(
+            !controller_args(&["--enable-pod-identity-signer=false"]).enable_pod_identity_signer
+        );
+        let args = controller_args(&["--pod-identity-ca-pool", "/x.json"]);
+        assert_eq!(
+            args.pod_identity_ca_pool.as_deref(),
+            Some(Path::new("/x.json"))
+        );
+        assert!(!args.enable_pod_identity_signer);
+    }
+
+    #[test]
+    fn a_lone_pod_identity_pool_does_not_stop_start_up_checks_from_running() {
+        // Past the pod-identity checks, the usual "enable at least one signer" error.
+        let args = controller_args(&["--pod-identity-ca-pool=/x.json"]);
+        let err = format!("{:#}", controller(&args).unwrap_err());
+        assert!(err.contains("enable at least one signer"), "{err}");
     }
 }

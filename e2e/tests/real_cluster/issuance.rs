@@ -212,3 +212,30 @@ pub(crate) async fn a_disabled_signers_bundle_is_deleted(
     ensure!(deletes == 1.0, "trust_bundle_deletes_total ok = {deletes}");
     Ok(())
 }
+
+/// Every request so far carries the key material this release's kubelet sends:
+/// `pkixPublicKey` + `proofOfPossession` (1.35) or `stubPKCS10Request` (1.36+), so the
+/// signer was exercised on that path.
+pub(crate) async fn kubelet_sends_the_releases_key_material(
+    requests: &Requests,
+    expected: KeyMaterial,
+) -> Result<()> {
+    let pcrs = requests.list(None).await?;
+    ensure!(!pcrs.is_empty(), "no requests yet");
+    for p in &pcrs {
+        let s = &p.spec;
+        let pop = s.pkix_public_key.is_some() && s.proof_of_possession.is_some();
+        let stub = s.stub_pkcs10_request.is_some();
+        let ok = match expected {
+            KeyMaterial::ProofOfPossession => pop && !stub,
+            KeyMaterial::StubPkcs10 => stub,
+        };
+        ensure!(
+            ok,
+            "{}: expected {expected:?}; pkixPublicKey+proofOfPossession: {pop}, stubPKCS10Request: {stub}",
+            key(p)
+        );
+    }
+    eprintln!("{} requests, all with {expected:?}", pcrs.len());
+    Ok(())
+}

@@ -106,6 +106,15 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// Deleting this replica's own sharding Lease at shutdown failed.
+    #[error("deleting sharding Lease {name} at shutdown: {source}")]
+    ReleaseLease {
+        /// The Lease's name.
+        name: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
     /// The admin endpoint could not be served.
     #[error("admin endpoint {addr}: {source}")]
     Admin {
@@ -147,7 +156,7 @@ impl Error {
             Error::ListTrustBundles { .. } | Error::DeleteTrustBundle { .. } => {
                 "delete_trust_bundle"
             }
-            Error::Lease { .. } => "lease",
+            Error::Lease { .. } | Error::ReleaseLease { .. } => "lease",
             Error::Admin { .. } => "admin",
             Error::CacheNotReady { .. } => "cache",
         }

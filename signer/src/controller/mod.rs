@@ -16,6 +16,7 @@ mod error;
 mod metrics;
 mod pool_watch;
 mod reconcile;
+mod replica;
 mod requester_policy;
 mod run;
 mod sharding;
@@ -44,8 +45,8 @@ pub use reconcile::{
 pub use requester_policy::{PolicyState, REQUESTER_POLICY_BINDING};
 pub use run::{run, ControllerConfig, SignerSetup};
 pub use sharding::{
-    assigned_replica, desired_lease, fnv1_64, live_replicas, Sharding, ShardingConfig,
-    LEASE_DURATION, LEASE_RENEWAL_PERIOD,
+    assigned_replica, desired_lease, fnv1_64, live_replicas, release_preconditions, Released,
+    Sharding, ShardingConfig, LEASE_DURATION, LEASE_RENEWAL_PERIOD, MEMBERSHIP_CHECK_PERIOD,
 };
 pub use trust_bundle_gc::{
     collect as collect_trust_bundles, unwanted as unwanted_trust_bundles, ExistingBundle,

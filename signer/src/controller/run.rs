@@ -1,5 +1,7 @@
 //! Wiring: discovery, pool watches, watch caches, sharding, trust bundles, admin
-//! endpoint and one kube-rs `Controller` per enabled signer.
+//! endpoint and one kube-rs `Controller` per enabled signer; on SIGTERM/SIGINT the
+//! controllers stop taking work, finish what is in flight, and the replica's sharding
+//! Lease is deleted.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,11 +10,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures::StreamExt as _;
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Service;
 use kube::runtime::controller::Controller;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector;
 use kube::runtime::{watcher, WatchStreamExt as _};
 use kube::{Api, Client};
 use tokio::sync::watch;
@@ -22,7 +23,8 @@ use super::discovery::discover;
 use super::metrics::Metrics;
 use super::pool_watch::{self, PoolState};
 use super::reconcile::{error_policy, reconcile, Context};
-use super::sharding::{self, Sharding, ShardingConfig};
+use super::replica::Replica;
+use super::sharding::{Released, Sharding, ShardingConfig};
 use super::{admin, ca_status, requester_policy, trust_bundle_gc, trust_bundles, Error};
 use crate::{SignerConfig, SignerKind};
 
@@ -153,10 +155,11 @@ pub async fn run(client: Client, config: ControllerConfig) -> Result<(), Error> 
         tracing::info!(services = services.state().len(), "service cache ready");
     }
 
-    let sharding = match &config.sharding {
-        None => Sharding::Off,
-        Some(sc) => start_sharding(&client, sc).await?,
+    let replica = match &config.sharding {
+        None => None,
+        Some(sc) => Some(Replica::start(&client, sc).await?),
     };
+    let sharding = replica.as_ref().map_or(Sharding::Off, Replica::sharding);
     caches_ready.store(true, Ordering::Relaxed);
 
     tokio::spawn(trust_bundle_gc::gc_loop(
@@ -201,9 +204,16 @@ pub async fn run(client: Client, config: ControllerConfig) -> Result<(), Error> 
         let selector = format!("spec.signerName={}", setup.config.name);
         let signer = setup.config.name.clone();
         let metrics = metrics.clone();
-        Controller::new_with(api, watcher::Config::default().fields(&selector), apis.pcr.clone())
+        let controller = Controller::new_with(api, watcher::Config::default().fields(&selector), apis.pcr.clone())
             .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency))
-            .shutdown_on_signal()
+            // SIGTERM/SIGINT: no new reconciles; the ones in flight finish.
+            .shutdown_on_signal();
+        // Sharded: every request is looked at again when a replica joins or leaves.
+        let controller = match &replica {
+            Some(replica) => controller.reconcile_all_on(replica.membership_changes()),
+            None => controller,
+        };
+        controller
             .run(reconcile, error_policy, ctx)
             .for_each(move |result| {
                 match result {
@@ -220,45 +230,18 @@ pub async fn run(client: Client, config: ControllerConfig) -> Result<(), Error> 
     tracing::info!(signers = ?config.signers.iter().map(|s| &s.config.name).collect::<Vec<_>>(), "controller running");
     futures::future::join_all(controllers).await;
     tracing::info!("controller stopped");
-    Ok(())
-}
-
-async fn start_sharding(client: &Client, config: &ShardingConfig) -> Result<Sharding, Error> {
-    let (leases, writer) = reflector::store::<Lease>();
-    let api: Api<Lease> = Api::namespaced(client.clone(), &config.namespace);
-    let stream = reflector::reflector(
-        writer,
-        watcher(
-            api,
-            watcher::Config::default().labels(&format!(
-                "{}={}",
-                sharding::LABEL_KEY,
-                config.application
-            )),
-        ),
-    )
-    .default_backoff();
-    tokio::spawn(drain("leases", stream));
-    sharding::renew(client, config, SystemTime::now()).await?;
-    {
-        let client = client.clone();
-        let config = config.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(sharding::LEASE_RENEWAL_PERIOD);
-            loop {
-                tick.tick().await;
-                if let Err(error) = sharding::renew(&client, &config, SystemTime::now()).await {
-                    tracing::error!(%error, "sharding Lease renewal failed");
-                }
+    if let Some(replica) = replica {
+        // Only now: until the reconcilers stopped, this replica still owned its share.
+        match replica.release(&client).await {
+            Ok(Released::Deleted) => {
+                tracing::info!("sharding Lease deleted; the other replicas take over its requests")
             }
-        });
+            Ok(Released::AlreadyGone) => tracing::info!("sharding Lease already gone"),
+            Ok(outcome) => {
+                tracing::warn!(?outcome, "sharding Lease not deleted; it expires in 15 s")
+            }
+            Err(error) => tracing::warn!(%error, "sharding Lease not deleted; it expires in 15 s"),
+        }
     }
-    leases
-        .wait_until_ready()
-        .await
-        .map_err(|_| Error::CacheNotReady { what: "leases" })?;
-    Ok(Sharding::Rendezvous {
-        config: config.clone(),
-        leases: leases as Store<Lease>,
-    })
+    Ok(())
 }
