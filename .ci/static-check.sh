@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/podtls-ci-target}"
 start=$SECONDS
 fail() { echo "static-check: FAIL: $*" >&2; exit 1; }
-for tool in readelf openssl curl; do
+for tool in readelf strip openssl curl chroot; do
   command -v "$tool" >/dev/null 2>&1 || fail "$tool is not installed"
 done
 
@@ -79,19 +79,20 @@ for b in signer demo-server demo-client; do
 done
 echo "static-check: --help of signer, demo-server, demo-client ran in the empty root"
 
-port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-admin="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-(in_root /usr/local/bin/demo-server --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" \
+# Port 0: demo-server prints the addresses it bound (`LISTENING https=ADDR admin=ADDR`).
+(in_root /usr/local/bin/demo-server --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
   --server-key /creds/key.pem --server-chain /creds/chain.pem --shutdown-grace 2s \
   >"$work/server.log" 2>&1) &
 server_pid=$!
 
 deadline=$((SECONDS + 30))
-until curl -sf --cacert "$root/creds/chain.pem" \
+port=""
+until [ -n "$port" ] && curl -sf --cacert "$root/creds/chain.pem" \
   --resolve "server.static-check.svc:$port:127.0.0.1" \
   "https://server.static-check.svc:$port/healthz" >"$work/healthz" 2>/dev/null; do
   kill -0 "$server_pid" 2>/dev/null || fail "demo-server exited: $(cat "$work/server.log")"
   [ "$SECONDS" -lt "$deadline" ] || fail "demo-server not serving within 30 s: $(cat "$work/server.log")"
+  port="$(sed -n 's/^LISTENING https=127\.0\.0\.1:\([0-9]*\).*/\1/p' "$work/server.log")"
   sleep 0.2
 done
 grep -q OK "$work/healthz" || fail "unexpected /healthz answer: $(cat "$work/healthz")"

@@ -157,3 +157,79 @@ async fn track_membership<S, T>(
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use futures::channel::mpsc;
+    use kube::runtime::watcher::Event;
+
+    use super::*;
+    use crate::controller::sharding::{desired_lease, LEASE_DURATION};
+
+    fn lease(holder: &str, renewed: SystemTime) -> Lease {
+        desired_lease(
+            &ShardingConfig {
+                namespace: "mesh-controller".into(),
+                pod_name: holder.into(),
+                pod_uid: "uid".into(),
+                application: "podtls-signer".into(),
+            },
+            renewed,
+        )
+    }
+
+    /// Waits (bounded) for the next published membership.
+    async fn next(members: &mut watch::Receiver<Vec<String>>) -> Vec<String> {
+        tokio::time::timeout(Duration::from_secs(5), members.changed())
+            .await
+            .expect("a membership change within 5 s")
+            .expect("publisher alive");
+        members.borrow_and_update().clone()
+    }
+
+    #[tokio::test]
+    async fn publishes_the_live_replicas_once_per_change_including_a_deletion() {
+        let (leases, mut writer) = reflector::store::<Lease>();
+        let (events, stream) = mpsc::unbounded::<Result<(), watcher::Error>>();
+        let (tx, mut members) = watch::channel(Vec::new());
+        tokio::spawn(track_membership(stream, leases, tx));
+        let now = SystemTime::now();
+        let step = |writer: &mut reflector::store::Writer<Lease>, event: Event<Lease>| {
+            writer.apply_watcher_event(&event);
+            events.unbounded_send(Ok(())).unwrap();
+        };
+
+        step(&mut writer, Event::Apply(lease("a", now)));
+        assert_eq!(next(&mut members).await, ["a"]);
+        step(&mut writer, Event::Apply(lease("b", now)));
+        assert_eq!(next(&mut members).await, ["a", "b"]);
+        // A renewal changes nothing: no trigger.
+        step(&mut writer, Event::Apply(lease("b", now)));
+        // b deletes its Lease on SIGTERM: published at once.
+        step(&mut writer, Event::Delete(lease("b", now)));
+        assert_eq!(next(&mut members).await, ["a"]);
+        assert!(!members.has_changed().unwrap(), "a change published twice");
+    }
+
+    #[tokio::test]
+    async fn an_expiring_lease_is_published_without_an_event() {
+        let (leases, mut writer) = reflector::store::<Lease>();
+        let (events, stream) = mpsc::unbounded::<Result<(), watcher::Error>>();
+        let (tx, mut members) = watch::channel(Vec::new());
+        tokio::spawn(track_membership(stream, leases, tx));
+        // a is fresh for long; b was renewed just long enough ago to expire in ~1 s.
+        let now = SystemTime::now();
+        writer.apply_watcher_event(&Event::Apply(lease("a", now + Duration::from_secs(60))));
+        writer.apply_watcher_event(&Event::Apply(lease(
+            "b",
+            now - LEASE_DURATION + Duration::from_millis(500),
+        )));
+        events.unbounded_send(Ok(())).unwrap();
+        assert_eq!(next(&mut members).await, ["a", "b"]);
+        // No event from now on: the periodic check drops b once it expired.
+        assert_eq!(next(&mut members).await, ["a"]);
+        drop(events);
+    }
+}
