@@ -179,9 +179,9 @@ fn ca_pool(root: &Path, inter: &CertAuthority) {
 
     let mut rotating = CaPool::single(ca("1", SignerKeyType::EcdsaP256));
     rotating
-        .append(ca("2", SignerKeyType::EcdsaP384))
-        .expect("append");
-    rotating.set_signing_ca("2").expect("set signing CA");
+        .add_ca(ca("2", SignerKeyType::EcdsaP384), now)
+        .expect("add CA");
+    rotating.promote("2", now).expect("promote");
     out.write("two-cas-second-signs", rotating.to_json());
 
     // The original meshtool wrote no ActiveForSigning (CAs[0] signs).

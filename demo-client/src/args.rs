@@ -31,8 +31,8 @@ pub struct Args {
     #[command(flatten)]
     pub conn: ConnArgs,
 
-    /// Time between requests.
-    #[arg(long, env = "DEMO_CLIENT_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    /// Time between requests (more than zero).
+    #[arg(long, env = "DEMO_CLIENT_INTERVAL", default_value = "10s", value_parser = positive_duration)]
     pub interval: Duration,
 
     /// Open fresh connections after this long (0s: keep them while they
@@ -166,6 +166,15 @@ pub fn parse_resolve(spec: &str) -> Result<(String, u16, SocketAddr), String> {
     Ok((host.to_string(), port, SocketAddr::new(ip, port)))
 }
 
+/// A `humantime` duration greater than zero.
+fn positive_duration(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d.is_zero() => Err("must be more than zero (e.g. 100ms)".to_string()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,5 +191,19 @@ mod tests {
         assert!(parse_resolve("x:443").is_err());
         assert!(parse_resolve("x:http:1.2.3.4").is_err());
         assert!(parse_resolve("x:443:nothost").is_err());
+    }
+
+    #[test]
+    fn a_zero_interval_is_refused_by_the_parser_not_a_panic() {
+        let parse = |interval: &str| {
+            Args::try_parse_from([
+                "demo-client",
+                "--fetch-url=https://x.example/",
+                &format!("--interval={interval}"),
+            ])
+        };
+        let err = parse("0s").unwrap_err().to_string();
+        assert!(err.contains("more than zero"), "{err}");
+        assert_eq!(parse("100ms").unwrap().interval, Duration::from_millis(100));
     }
 }

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Build the test-cluster binary for one or all pinned Kubernetes releases.
-#   e2e/cluster/build.sh            # 1.35 and 1.37 (1.36 only when asked for)
+#   e2e/cluster/build.sh            # 1.35, 1.36 and 1.37
 #   e2e/cluster/build.sh 1.35       # only 1.35
-#   e2e/cluster/build.sh test 1.37  # run the smoke test against 1.37 (both if omitted)
+#   e2e/cluster/build.sh test 1.37  # run the smoke test against 1.37 (all three if omitted)
 # Binaries: e2e/cluster/bin/podtls-testcluster-<release>. Go's module and
 # build caches (GOMODCACHE, GOCACHE) live outside the clone, so re-runs are
 # incremental. Builds run under `nice` so they leave room for other work.
@@ -36,7 +36,7 @@ ld_flags() {
 
 if [[ "${1:-}" == test ]]; then
   shift
-  for r in ${@:-1.35 1.37}; do
+  for r in ${@:-1.35 1.36 1.37}; do
     # shellcheck disable=SC2046
     nice -n 15 go test -count=1 $(mod_flags "$r") -ldflags="$(ld_flags "$r")" ./...
   done
@@ -44,7 +44,7 @@ if [[ "${1:-}" == test ]]; then
 fi
 
 mkdir -p bin
-for r in ${@:-1.35 1.37}; do
+for r in ${@:-1.35 1.36 1.37}; do
   start=$(date +%s)
   # shellcheck disable=SC2046
   nice -n 15 go build $(mod_flags "$r") -ldflags="$(ld_flags "$r")" -o "bin/podtls-testcluster-$r" .

@@ -8,9 +8,10 @@
 //! - [`TestCluster`] builds (if needed) and starts the harness for one pinned
 //!   release and speaks its control API (pod status, forced refresh, API server
 //!   restart) and its audit log;
-//! - [`Mesh`] deploys the project on it the way a user would: the controller
-//!   manifests applied server-side, CA pools made by `signer
-//!   make-ca-pool-secret`, signer replicas run from the Deployment's command as
+//! - [`Mesh`] deploys the project on it the way a user would (the quick
+//!   start's order): the controller's Namespace applied server-side, CA pools
+//!   made by `signer make-ca-pool-secret`, the controller manifests applied,
+//!   signer replicas run from the Deployment's command as
 //!   local processes authenticated with their pods' projected ServiceAccount
 //!   tokens (so the manifests' RBAC is what they get), and the example pairs run
 //!   from their manifests' commands against the volumes kubelet's code wrote;
@@ -39,7 +40,8 @@ pub use histogram::Histogram;
 pub use http::{http_request, HttpResponse};
 pub use manifests::{
     apply, apply_all, container_command, create_pod_from_template, describe, load as load_manifest,
-    manifests_dir, parse as parse_manifest, pod_template, FIELD_MANAGER,
+    load_dir as load_manifest_dir, manifests_dir, parse as parse_manifest, pod_template,
+    FIELD_MANAGER,
 };
 pub use mesh::{volume, Mesh, Pair, SignerReplica, CONTROLLER_NAMESPACE, TRUST_DOMAIN};
 pub use procs::{binaries, free_port, metric_sum, wait_http_ok, Proc};

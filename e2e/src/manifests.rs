@@ -27,6 +27,22 @@ pub fn load(path: &Path) -> Result<Vec<Value>> {
     parse(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
+/// The documents of every `*.yaml` file in `dir`, files in lexical order (as
+/// `kubectl apply -f DIR` takes them).
+pub fn load_dir(dir: &Path) -> Result<Vec<Value>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("listing {}", dir.display()))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<std::io::Result<_>>()?;
+    files.retain(|p| p.extension().is_some_and(|e| e == "yaml"));
+    files.sort();
+    let mut docs = Vec::new();
+    for f in files {
+        docs.extend(load(&f)?);
+    }
+    Ok(docs)
+}
+
 /// The documents of multi-document YAML text. Like kubectl (YAML 1.1), a
 /// leading zero makes an octal number (`defaultMode: 0444`).
 pub fn parse(text: &str) -> Result<Vec<Value>> {

@@ -71,19 +71,19 @@ pub struct Pair {
 }
 
 impl<'c> Mesh<'c> {
-    /// Applies the controller manifests (server-side) and creates both CA pool
-    /// Secrets with `signer make-ca-pool-secret`, as the manifests' header says.
+    /// Installs the controller in the order the quick start (kind/README.md) and
+    /// the manifest's header give, from an empty cluster: `controller/namespace.yaml`
+    /// applied (server-side), both CA pool Secrets made with `signer
+    /// make-ca-pool-secret`, then every file of `controller/` applied.
     pub async fn install(cluster: &'c TestCluster) -> Result<Mesh<'c>> {
         let client = cluster.admin_client().await?;
         let bins = binaries()?;
         let logs = cluster.dir.path().join("logs");
         std::fs::create_dir_all(&logs)?;
-        let controller_docs =
-            manifests::load(&manifests::manifests_dir().join("controller/controller.yaml"))?;
-        manifests::apply_all(&client, &controller_docs).await?;
-        let policy =
-            manifests::load(&manifests::manifests_dir().join("controller/admission-policy.yaml"))?;
-        manifests::apply_all(&client, &policy).await?;
+        let dir = manifests::manifests_dir().join("controller");
+        let namespace = manifests::load(&dir.join("namespace.yaml"))?;
+        manifests::apply_all(&client, &namespace).await?;
+        let controller_docs = manifests::load_dir(&dir)?;
         let mesh = Mesh {
             cluster,
             client,
@@ -105,23 +105,30 @@ impl<'c> Mesh<'c> {
                 id,
             ])?;
         }
+        manifests::apply_all(&mesh.client, &mesh.controller_docs).await?;
         Ok(mesh)
     }
 
-    /// Runs `signer ARGS --kubeconfig <admin>` to completion.
-    pub fn signer_tool(&self, args: &[&str]) -> Result<()> {
-        let out = std::process::Command::new(self.bins.join("signer"))
-            .args(args)
-            .arg("--kubeconfig")
-            .arg(&self.cluster.state.kubeconfig)
-            .output()?;
+    /// Runs `signer ARGS --kubeconfig <admin>` to completion; fails if it fails.
+    /// Returns its standard output.
+    pub fn signer_tool(&self, args: &[&str]) -> Result<String> {
+        let out = self.signer_tool_output(args)?;
         if !out.status.success() {
             bail!(
                 "signer {args:?} failed: {}",
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        Ok(())
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Runs `signer ARGS --kubeconfig <admin>` to completion, whatever its exit status.
+    pub fn signer_tool_output(&self, args: &[&str]) -> Result<std::process::Output> {
+        Ok(std::process::Command::new(self.bins.join("signer"))
+            .args(args)
+            .arg("--kubeconfig")
+            .arg(&self.cluster.state.kubeconfig)
+            .output()?)
     }
 
     /// Starts a signer replica: a pod `signer-<replica>` from the Deployment's
@@ -130,6 +137,17 @@ impl<'c> Mesh<'c> {
     /// authenticates with that pod's projected token. `extra` is appended to the
     /// command.
     pub async fn start_signer(&self, replica: &str, extra: &[&str]) -> Result<SignerReplica> {
+        self.start_signer_without(replica, extra, &[]).await
+    }
+
+    /// [`Mesh::start_signer`], leaving out the manifest's arguments in `without`
+    /// (e.g. `--enable-service-dns-signer`).
+    pub async fn start_signer_without(
+        &self,
+        replica: &str,
+        extra: &[&str],
+        without: &[&str],
+    ) -> Result<SignerReplica> {
         let pod_name = format!("signer-{replica}");
         let template = pod_template(&self.controller_docs, "signer")?;
         let node = &self.cluster.nodes()[0];
@@ -171,6 +189,9 @@ impl<'c> Mesh<'c> {
         let admin_port = free_port();
         let mut args = Vec::new();
         for arg in container_command(template, "signer")?.into_iter().skip(1) {
+            if without.contains(&arg.as_str()) {
+                continue;
+            }
             let arg = match arg.as_str() {
                 "--in-cluster" => format!("--kubeconfig={}", kubeconfig.display()),
                 a if a.starts_with("--admin-listen=") => {

@@ -168,27 +168,38 @@ pub fn issued_leaf(pcr: &PodCertificateRequest) -> Result<Leaf> {
     Ok(leaf)
 }
 
-/// Successful `update podcertificaterequests/status` calls per request
-/// (`namespace/name`), from audit events.
+/// `update podcertificaterequests/status` calls that took effect, per request
+/// (`namespace/name`), from audit events: the successful ones (200). A write whose
+/// client went away mid-request (the signer SIGKILLed) is audited as 504 although
+/// kube-apiserver may still complete it; for a request with no successful write, one
+/// such abandoned write is counted as the one that took effect (nothing else wrote
+/// its terminal status).
 pub fn status_writes(events: &[Value]) -> BTreeMap<String, usize> {
-    let mut writes = BTreeMap::new();
+    let mut ok: BTreeMap<String, usize> = BTreeMap::new();
+    let mut abandoned: BTreeMap<String, usize> = BTreeMap::new();
     for e in events {
         let r = &e["objectRef"];
         if e["stage"] == "ResponseComplete"
             && e["verb"] == "update"
             && r["resource"] == "podcertificaterequests"
             && r["subresource"] == "status"
-            && e["responseStatus"]["code"] == 200
         {
             let k = format!(
                 "{}/{}",
                 r["namespace"].as_str().unwrap_or(""),
                 r["name"].as_str().unwrap_or("")
             );
-            *writes.entry(k).or_default() += 1;
+            match e["responseStatus"]["code"].as_u64() {
+                Some(200) => *ok.entry(k).or_default() += 1,
+                Some(504) => *abandoned.entry(k).or_default() += 1,
+                _ => {}
+            }
         }
     }
-    writes
+    for k in abandoned.into_keys() {
+        ok.entry(k).or_insert(1);
+    }
+    ok
 }
 
 /// Requests made by `user` per `verb resource[/subresource]`, from audit events.
@@ -239,5 +250,29 @@ mod tests {
         let by = requests_by(&events, "u");
         assert_eq!(by.get("update podcertificaterequests/status"), Some(&3));
         assert_eq!(by.get("get podcertificaterequests"), Some(&1));
+    }
+
+    #[test]
+    fn an_abandoned_status_write_counts_only_where_none_succeeded() {
+        let ev = |code: u16, name: &str| {
+            serde_json::json!({
+                "stage": "ResponseComplete", "verb": "update",
+                "objectRef": {"resource": "podcertificaterequests", "subresource": "status", "namespace": "ns", "name": name},
+                "responseStatus": {"code": code},
+            })
+        };
+        // a: the writer was killed mid-request, nobody wrote again; b: killed, then a
+        // successful write; c: two successful writes (a real double write).
+        let events = vec![
+            ev(504, "a"),
+            ev(504, "b"),
+            ev(200, "b"),
+            ev(200, "c"),
+            ev(200, "c"),
+        ];
+        let w = status_writes(&events);
+        assert_eq!(w.get("ns/a"), Some(&1));
+        assert_eq!(w.get("ns/b"), Some(&1));
+        assert_eq!(w.get("ns/c"), Some(&2));
     }
 }

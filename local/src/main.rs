@@ -242,13 +242,13 @@ async fn run(args: Args) -> Result<bool> {
                 }
                 5 => {
                     for s in system.signers_mut() {
-                        s.sign_with_second_ca()?;
+                        s.sign_with_second_ca(SystemTime::now())?;
                     }
                     trust.label = "CA1+CA2, CA2 signs";
                 }
                 7 => {
                     for s in system.signers_mut() {
-                        s.retire_first_ca()?;
+                        s.retire_first_ca(SystemTime::now())?;
                     }
                     trust.label = "CA2";
                 }

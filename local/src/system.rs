@@ -47,24 +47,26 @@ impl LocalSigner {
             Duration::from_secs(30 * 24 * 3600),
         )
         .context("generating CA 2")?;
-        self.pool.append(ca).context("adding CA 2")?;
+        self.pool.add_ca(ca, now).context("adding CA 2")?;
         Ok(())
     }
 
     /// Makes CA "2" the signing CA.
-    pub fn sign_with_second_ca(&mut self) -> Result<()> {
-        self.pool.set_signing_ca("2").context("switching to CA 2")?;
+    pub fn sign_with_second_ca(&mut self, now: SystemTime) -> Result<()> {
+        self.pool.promote("2", now).context("switching to CA 2")?;
         Ok(())
     }
 
-    /// Removes CA "1" from the pool (its certificate leaves the trust bundles).
-    pub fn retire_first_ca(&mut self) -> Result<()> {
-        // Through the pool's JSON: the same edit an operator makes to the Secret.
-        let mut v: serde_json::Value = serde_json::from_slice(&self.pool.to_json())?;
-        if let Some(cas) = v.get_mut("CAs").and_then(|c| c.as_array_mut()) {
-            cas.retain(|ca| ca.get("ID").and_then(|i| i.as_str()) != Some("1"));
-        }
-        self.pool = CaPool::from_json(&serde_json::to_vec(&v)?).context("retiring CA 1")?;
+    /// Removes CA "1" from the pool (its certificate leaves the trust bundles) with
+    /// `signer ca retire`'s rule. CA 1 stopped signing a few seconds ago, so its leaves
+    /// may still be valid for up to the signer's maximum lifetime and the rule refuses;
+    /// here every pod's CA 1 certificate is known to be replaced (the kubelet stand-in
+    /// reissues all of them on every rotation), so the retirement is forced, as an
+    /// operator would force it after checking. Only that refusal is overridden.
+    pub fn retire_first_ca(&mut self, now: SystemTime) -> Result<()> {
+        self.pool
+            .retire("1", now, self.config.max_lifetime, true)
+            .context("retiring CA 1")?;
         Ok(())
     }
 }

@@ -17,8 +17,23 @@
 //!
 //! Rotation, as `localca` documents it: append a new CA (trusted, not signing), wait for
 //! the trust bundle to reach every client, make it the signing CA, wait for the old
-//! leaves to expire, remove the old CA.
+//! leaves to expire, remove the old CA. The steps and their rules are in
+//! `ca_lifecycle.rs` ([`CaPool::add_ca`], [`CaPool::promote`], [`CaPool::retire`]).
+//!
+//! One field is this project's addition, per CA: `"NotSigningSince"`, an RFC 3339 UTC
+//! time (`"2026-11-30T07:00:00Z"`) from which the CA has certainly not been the signing
+//! CA. It is recorded when a CA is added as a non-signing CA (the time it was added) and
+//! when a CA stops being the signing CA because another is promoted (the time of the
+//! promotion); it is removed when the CA is promoted again, and never written for the
+//! signing CA ("signing now"). It is written only when known: a CA without it (a pool
+//! written by the original meshtool, which drops fields it does not know when it
+//! rewrites a pool, or edited by hand) has an unknown last signing time, and retiring it
+//! is refused unless forced. Go's `encoding/json` ignores unknown fields, so the original
+//! meshtool still reads pools that carry it. Hand edits that change `ActiveForSigning`
+//! must remove the new signing CA's `NotSigningSince` and cannot record the old one's:
+//! use the commands.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
@@ -31,6 +46,8 @@ use crate::{Error, KeyType, SigningCa};
 pub struct CaPool {
     cas: Vec<SigningCa>,
     active: Option<String>,
+    /// `NotSigningSince` by CA ID; never holds the signing CA.
+    not_signing_since: BTreeMap<String, SystemTime>,
 }
 
 #[derive(Deserialize, Serialize)]
@@ -55,6 +72,12 @@ struct WireCa {
     root_certificate_der: Option<String>,
     #[serde(rename = "IntermediateCertificatesDER", default)]
     intermediate_certificates_der: Option<Vec<String>>,
+    #[serde(
+        rename = "NotSigningSince",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    not_signing_since: Option<String>,
 }
 
 fn b64() -> base64::engine::GeneralPurpose {
@@ -87,6 +110,7 @@ impl CaPool {
         let wire: WirePool =
             serde_json::from_slice(bytes).map_err(|source| Error::PoolJson { source })?;
         let mut cas = Vec::new();
+        let mut not_signing_since = BTreeMap::new();
         for w in wire.cas.unwrap_or_default() {
             let key = decode_field(&w.id, "SigningKeyPKCS8", w.signing_key_pkcs8.as_deref())?;
             let root = decode_field(
@@ -105,10 +129,24 @@ impl CaPool {
             if cas.iter().any(|c: &SigningCa| c.id() == w.id) {
                 return Err(Error::DuplicateCaId { ca_id: w.id });
             }
+            if let Some(value) = w.not_signing_since.as_deref() {
+                let at = humantime::parse_rfc3339(value).map_err(|e| Error::Timestamp {
+                    ca_id: w.id.clone(),
+                    field: "NotSigningSince",
+                    value: value.to_string(),
+                    reason: e.to_string(),
+                })?;
+                not_signing_since.insert(w.id.clone(), at);
+            }
             cas.push(SigningCa::from_parts(&w.id, &key, &root, intermediates)?);
         }
         let active = wire.active_for_signing.filter(|a| !a.is_empty());
-        CaPool::new(cas, active)
+        let mut pool = CaPool::new(cas, active)?;
+        // A record on the signing CA is stale (a hand edit): it is signing now.
+        let signing = pool.signing_ca().id().to_string();
+        not_signing_since.remove(&signing);
+        pool.not_signing_since = not_signing_since;
+        Ok(pool)
     }
 
     fn new(cas: Vec<SigningCa>, active: Option<String>) -> Result<CaPool, Error> {
@@ -120,7 +158,11 @@ impl CaPool {
                 return Err(Error::UnknownActiveCa { ca_id: a.clone() });
             }
         }
-        Ok(CaPool { cas, active })
+        Ok(CaPool {
+            cas,
+            active,
+            not_signing_since: BTreeMap::new(),
+        })
     }
 
     /// A pool of one CA, which signs.
@@ -129,6 +171,7 @@ impl CaPool {
         CaPool {
             cas: vec![ca],
             active: Some(id),
+            not_signing_since: BTreeMap::new(),
         }
     }
 
@@ -156,6 +199,9 @@ impl CaPool {
                                     .collect(),
                             )
                         },
+                        not_signing_since: self
+                            .not_signing_since(c.id())
+                            .map(crate::error::rfc3339),
                     })
                     .collect(),
             ),
@@ -178,9 +224,25 @@ impl CaPool {
         &self.cas
     }
 
-    /// Adds a CA that is trusted but does not sign (rotation step 1). Its ID must be new.
-    pub fn append(&mut self, ca: SigningCa) -> Result<(), Error> {
-        if self.cas.iter().any(|c| c.id() == ca.id()) {
+    /// The CA with this ID, if the pool holds it.
+    pub fn ca(&self, ca_id: &str) -> Option<&SigningCa> {
+        self.cas.iter().find(|c| c.id() == ca_id)
+    }
+
+    /// The recorded time from which this CA has not been the signing CA
+    /// (`NotSigningSince`, see the module docs); `None` for the signing CA, an unknown
+    /// ID, and a CA without a record.
+    pub fn not_signing_since(&self, ca_id: &str) -> Option<SystemTime> {
+        self.not_signing_since.get(ca_id).copied()
+    }
+
+    /// Appends a CA that does not sign, recording `not_signing_since`. Its ID must be new.
+    pub(crate) fn push_not_signing(
+        &mut self,
+        ca: SigningCa,
+        not_signing_since: SystemTime,
+    ) -> Result<(), Error> {
+        if self.ca(ca.id()).is_some() {
             return Err(Error::DuplicateCaId {
                 ca_id: ca.id().to_string(),
             });
@@ -189,18 +251,49 @@ impl CaPool {
             // Pin the current signer before the order can change.
             self.active = Some(self.signing_ca().id().to_string());
         }
+        self.not_signing_since
+            .insert(ca.id().to_string(), not_signing_since);
         self.cas.push(ca);
         Ok(())
     }
 
-    /// Makes the CA with this ID the signing CA (rotation step 2).
-    pub fn set_signing_ca(&mut self, ca_id: &str) -> Result<(), Error> {
-        if !self.cas.iter().any(|c| c.id() == ca_id) {
+    /// Makes `ca_id` the signing CA at `now`, recording `now` as the previous signing
+    /// CA's `NotSigningSince`. The ID must be in the pool.
+    pub(crate) fn switch_signing(&mut self, ca_id: &str, now: SystemTime) -> Result<(), Error> {
+        if self.ca(ca_id).is_none() {
             return Err(Error::NoSuchCa {
                 ca_id: ca_id.to_string(),
             });
         }
+        let previous = self.signing_ca().id().to_string();
+        if previous != ca_id {
+            self.not_signing_since.insert(previous, now);
+            self.not_signing_since.remove(ca_id);
+        }
         self.active = Some(ca_id.to_string());
+        Ok(())
+    }
+
+    /// Removes a CA that does not sign. The ID must be in the pool and not the signing
+    /// CA's (so the pool never becomes empty).
+    pub(crate) fn remove_not_signing(&mut self, ca_id: &str) -> Result<(), Error> {
+        if self.signing_ca().id() == ca_id {
+            return Err(Error::RetireSigningCa {
+                ca_id: ca_id.to_string(),
+                only_ca: self.cas.len() == 1,
+            });
+        }
+        if self.active.is_none() {
+            self.active = Some(self.signing_ca().id().to_string());
+        }
+        let before = self.cas.len();
+        self.cas.retain(|c| c.id() != ca_id);
+        if self.cas.len() == before {
+            return Err(Error::NoSuchCa {
+                ca_id: ca_id.to_string(),
+            });
+        }
+        self.not_signing_since.remove(ca_id);
         Ok(())
     }
 

@@ -117,7 +117,8 @@ fn active_for_signing_selects_the_ca_and_is_written_first() {
 #[test]
 fn appended_ca_is_trusted_but_does_not_sign_until_promoted() {
     let mut pool = CaPool::single(gen("1", KeyType::Ed25519));
-    pool.append(gen("2", KeyType::EcdsaP256)).expect("append");
+    pool.add_ca(gen("2", KeyType::EcdsaP256), now())
+        .expect("append");
     assert_eq!(pool.signing_ca().id(), "1");
     let bundle = pool.trust_bundle_pem();
     assert_eq!(bundle.matches("-----BEGIN CERTIFICATE-----").count(), 2);
@@ -125,11 +126,11 @@ fn appended_ca_is_trusted_but_does_not_sign_until_promoted() {
     let reread = CaPool::from_json(&pool.to_json()).expect("reread");
     assert_eq!(reread.signing_ca().id(), "1");
 
-    pool.set_signing_ca("2").expect("promote");
+    pool.promote("2", now()).expect("promote");
     let reread = CaPool::from_json(&pool.to_json()).expect("reread");
     assert_eq!(reread.signing_ca().id(), "2");
     assert!(matches!(
-        pool.set_signing_ca("9"),
+        pool.promote("9", now()),
         Err(Error::NoSuchCa { .. })
     ));
 }
@@ -137,7 +138,7 @@ fn appended_ca_is_trusted_but_does_not_sign_until_promoted() {
 #[test]
 fn appending_a_ca_with_an_existing_id_is_refused() {
     let mut pool = CaPool::single(gen("1", KeyType::Ed25519));
-    let err = pool.append(gen("1", KeyType::Ed25519)).unwrap_err();
+    let err = pool.add_ca(gen("1", KeyType::Ed25519), now()).unwrap_err();
     assert!(
         matches!(err, Error::DuplicateCaId { ref ca_id } if ca_id == "1"),
         "{err}"
@@ -150,7 +151,7 @@ fn trust_bundle_deduplicates_identical_roots() {
     let same_root = SigningCa::from_parts("1b", a.signing_key_pkcs8(), a.root_der(), vec![])
         .expect("same root under another ID");
     let mut pool = CaPool::single(a);
-    pool.append(same_root).expect("append");
+    pool.add_ca(same_root, now()).expect("append");
     assert_eq!(
         pool.trust_bundle_pem().matches("BEGIN CERTIFICATE").count(),
         1

@@ -84,6 +84,64 @@ pub enum Error {
         /// The ID that was named.
         ca_id: String,
     },
+    /// A CA's time field (this project's `NotSigningSince`) is not an RFC 3339 time.
+    #[error("CA pool: CA {ca_id:?}: {field} {value:?} is not an RFC 3339 time: {reason}")]
+    Timestamp {
+        /// The CA's ID.
+        ca_id: String,
+        /// The JSON field name.
+        field: &'static str,
+        /// The value found.
+        value: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Retiring the signing CA was asked for; promote another CA first.
+    #[error("{}", if *only_ca {
+        format!("CA {ca_id:?} is the pool's only CA and signs: add and promote another CA before retiring it")
+    } else {
+        format!("CA {ca_id:?} is the signing CA: promote another CA before retiring it")
+    })]
+    RetireSigningCa {
+        /// The CA's ID.
+        ca_id: String,
+        /// Whether it is the only CA of the pool.
+        only_ca: bool,
+    },
+    /// Retiring a CA whose leaves may still be valid: it stopped signing too recently.
+    #[error("CA {ca_id:?} stopped signing at {}, so certificates it issued may be valid until {} (its last signing time plus the maximum lifetime {} and a {} allowance); retire it after that, or pass --force if no such certificate is still in use", rfc3339(*not_signing_since), rfc3339(*until), humantime::format_duration(*max_lifetime), humantime::format_duration(crate::RETIRE_ALLOWANCE))]
+    MayHaveValidLeaves {
+        /// The CA's ID.
+        ca_id: String,
+        /// When it stopped signing (`NotSigningSince`).
+        not_signing_since: SystemTime,
+        /// Until when its leaves may be valid.
+        until: SystemTime,
+        /// The maximum leaf lifetime the judgement assumed.
+        max_lifetime: std::time::Duration,
+    },
+    /// Retiring a CA with no record of when it last signed (a pool from before that was
+    /// recorded) while its own certificate is still valid.
+    #[error("CA {ca_id:?} has no record of when it last signed (NotSigningSince), so certificates it issued may be valid until its own notAfter {}; retire it after that, or pass --force once its certificates are no longer in use", rfc3339(*not_after))]
+    SigningTimeUnknown {
+        /// The CA's ID.
+        ca_id: String,
+        /// The CA certificate's notAfter.
+        not_after: SystemTime,
+    },
+    /// Promoting a CA that cannot sign now (expired, not yet valid, or expiring within
+    /// the minimum leaf lifetime).
+    #[error("CA {ca_id:?} cannot sign at {}: its certificate is valid from {} to {} and a certificate needs at least {} of it", rfc3339(*now), rfc3339(*not_before), rfc3339(*not_after), humantime::format_duration(crate::MIN_LIFETIME))]
+    PromoteNotValid {
+        /// The CA's ID.
+        ca_id: String,
+        /// The time of the promotion.
+        now: SystemTime,
+        /// The CA certificate's notBefore.
+        not_before: SystemTime,
+        /// The CA certificate's notAfter.
+        not_after: SystemTime,
+    },
     /// Generating a CA key or certificate failed.
     #[error("generating a {key_type} CA {ca_id:?}: {reason}")]
     CaGeneration {
@@ -145,4 +203,19 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+}
+
+/// An RFC 3339 UTC time with seconds (`2026-11-30T07:00:00Z`), for messages and the
+/// pool's `NotSigningSince`. Certificate times before 1970 format too.
+pub(crate) fn rfc3339(t: SystemTime) -> String {
+    let d = time::OffsetDateTime::from(t);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        d.year(),
+        u8::from(d.month()),
+        d.day(),
+        d.hour(),
+        d.minute(),
+        d.second()
+    )
 }

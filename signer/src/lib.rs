@@ -17,7 +17,9 @@
 //!   in 1.35) or `stubPKCS10Request` (1.36+, v1), verified as kube-apiserver does
 //!   ([`RequestedKey`]); every Kubernetes key type ([`KeyType`]).
 //! - [`CaPool`]: parse/write the meshtool pool JSON, pick the signing CA, build the trust
-//!   bundle, [`generate_ca`] and append CAs for rotation.
+//!   bundle, [`generate_ca`]; the CA lifecycle with its rules ([`CaPool::add_ca`],
+//!   [`CaPool::promote`], [`CaPool::retire`] refusing a CA whose certificates may still be
+//!   valid, [`CaPool::describe`], [`CaPool::signing_ca_expiry`]), all with an explicit `now`.
 //!
 //! The issuance core above does not talk to Kubernetes, read files, or read the clock.
 //! The [`controller`] module does (kube-rs controller, ClusterTrustBundle apply, CA pool
@@ -54,6 +56,7 @@
 //! # Ok(()) }
 //! ```
 
+mod ca_lifecycle;
 mod ca_pool;
 pub mod controller;
 mod denial;
@@ -72,6 +75,7 @@ mod snapshot;
 #[cfg(any(test, feature = "test-util"))]
 pub mod test_util;
 
+pub use ca_lifecycle::{CaExpiry, CaSummary, LeafHorizon, Promotion, Retirement, RETIRE_ALLOWANCE};
 pub use ca_pool::{generate_ca, CaPool, DEFAULT_CA_VALIDITY};
 pub use denial::{
     Denial, DenialReason, Failure, FailureReason, NotIssued, Pending, PendingReason,
@@ -85,8 +89,8 @@ pub use request::{IssuanceRequest, DEFAULT_MAX_EXPIRATION_SECONDS};
 pub use requested_key::{KeyMaterial, RequestedKey, MAX_KEY_MATERIAL_SIZE};
 pub use service_index::ServiceIndex;
 pub use signer_config::{
-    parse_trust_domain, SignerConfig, SignerKind, DEFAULT_MAX_LIFETIME, SERVICE_DNS_SIGNER_NAME,
-    SPIFFE_SIGNER_NAME,
+    parse_trust_domain, SignerConfig, SignerKind, DEFAULT_MAX_LIFETIME, MAX_LABEL_VALUE_LEN,
+    SERVICE_DNS_SIGNER_NAME, SPIFFE_SIGNER_NAME,
 };
 pub use signing_ca::SigningCa;
 pub use snapshot::{

@@ -2,6 +2,12 @@
 //! `row-major.net/spiffe`, a drop-in for the original `meshtool`.
 //!
 //! ```text
+//! signer ca list    POOL [--max-lifetime 24h] [--output table|json]
+//! signer ca add     POOL --ca-id ID [--key-type ED25519] [--ca-validity-days 365]
+//! signer ca promote POOL --ca-id ID
+//! signer ca retire  POOL --ca-id ID [--max-lifetime 24h] [--force]
+//!   POOL: --namespace NS --name NAME [--kubeconfig PATH]  (the Secret, key `pool`)
+//!       | --file PATH                                     (a pool JSON file)
 //! signer make-ca-pool-secret --namespace NS --name NAME --ca-id ID [--key-type ED25519]
 //!                            [--append] [--out-file PATH | --kubeconfig PATH]
 //! signer set-signing-ca --namespace NS --name NAME --ca-id ID [--out-file PATH | --kubeconfig PATH]
@@ -9,20 +15,30 @@
 //!                   --service-dns-ca-pool FILE] [--enable-spiffe-signer
 //!                   --spiffe-trust-domain TD --spiffe-ca-pool FILE] [--sharding-...]
 //!                   [--service-dns-key-types T,..] [--spiffe-key-types T,..]
-//!                   [--admin-listen 0.0.0.0:9090]
+//!                   [--admin-listen 0.0.0.0:9090] [--ca-expiry-warning 30d]
 //! ```
+//!
+//! meshtool's `--enable-pod-identity-signer` and `--pod-identity-ca-pool` are accepted, but
+//! the pod-identity signer (`row-major.net/pod-identity`) is not implemented yet (meshtool's
+//! issued nothing either): `controller` refuses to start with `--enable-pod-identity-signer`
+//! rather than leave that signer's requests pending forever, and ignores a lone
+//! `--pod-identity-ca-pool` with a warning.
 //!
 //! Every flag can also be set through the environment variable shown in `--help`.
 //! Boolean flags accept `--flag`, `--flag=true` and `--flag=false`, like Go's `flag`.
 //!
+//! `ca` is the CA lifecycle (see the README's rotation runbook): `add` a CA (trusted, not
+//! signing), wait until every trust bundle carries it, `promote` it, wait until the old
+//! CA's certificates have expired (`list` shows until when), `retire` the old CA.
+//! `retire` refuses the signing CA and, unless `--force`, a CA whose certificates may
+//! still be valid.
+//!
 //! `make-ca-pool-secret` creates the Secret NS/NAME with the CA pool JSON under key `pool`
 //! (or, with `--out-file`, writes the JSON to a file); with `--append` it adds a new,
-//! not-yet-signing CA to the existing pool: rotation step 1 (the trust bundles then carry
-//! both CAs). `set-signing-ca` marks a CA of the pool as the signing one: rotation step 2,
-//! once the new CA has reached every trust bundle. `controller` runs the signers (see
-//! `signer::controller`); it serves `/metrics`, `/readyz` and `/livez` on `--admin-listen`.
+//! not-yet-signing CA to the existing pool (as `ca add`). `set-signing-ca` is `ca promote`
+//! under the original name. `controller` runs the signers (see `signer::controller`); it
+//! serves `/metrics`, `/readyz` and `/livez` on `--admin-listen`.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
@@ -30,6 +46,10 @@ use std::time::{Duration, SystemTime};
 use anyhow::{bail, Context as _};
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use signer::{generate_ca, parse_trust_domain, CaPool, KeyType, SignerConfig};
+
+use cli::pool_store::{update_pool_secret, PoolStore};
+
+mod cli;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -54,10 +74,13 @@ enum LogFormat {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// The CA lifecycle on a pool Secret or file: list, add, promote, retire.
+    #[command(subcommand)]
+    Ca(cli::ca::CaCommand),
     /// Make a new CA pool for a signer: into a Secret (key `pool`) or, with --out-file, a file.
     MakeCaPoolSecret(MakeCaPoolSecret),
     /// Mark a CA of a pool as the signing CA (CA rotation step 2), in the Secret or, with
-    /// --out-file, a file.
+    /// --out-file, a file. The same as `ca promote`.
     SetSigningCa(SetSigningCa),
     /// Run the signer controller.
     Controller(Box<Controller>),
@@ -163,6 +186,14 @@ struct Controller {
     /// for another type is denied with reason UnsupportedKeyType.
     #[arg(long, env = "SIGNER_SPIFFE_KEY_TYPES", value_delimiter = ',')]
     spiffe_key_types: Vec<KeyType>,
+    /// Run the pod-identity signer (row-major.net/pod-identity), as meshtool's flag. NOT
+    /// IMPLEMENTED YET: the controller refuses to start when this is set.
+    #[arg(long, env = "SIGNER_ENABLE_POD_IDENTITY_SIGNER", num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set, default_value_t = false)]
+    enable_pod_identity_signer: bool,
+    /// File with the pod-identity signer's CA pool JSON, as meshtool's flag; unused (and
+    /// ignored with a warning) until the pod-identity signer exists.
+    #[arg(long, env = "SIGNER_POD_IDENTITY_CA_POOL")]
+    pod_identity_ca_pool: Option<PathBuf>,
     /// Address of the plain-HTTP admin endpoint (/metrics, /readyz, /livez); "off" serves none.
     #[arg(long, env = "SIGNER_ADMIN_LISTEN", default_value = "0.0.0.0:9090")]
     admin_listen: String,
@@ -172,6 +203,10 @@ struct Controller {
     /// Requests reconciled concurrently per signer.
     #[arg(long, env = "SIGNER_CONCURRENCY", default_value_t = 16)]
     concurrency: u16,
+    /// Log a warning (then hourly) while a signer's signing CA expires within this
+    /// window; each CA's notAfter is also the metric podtls_signer_ca_not_after_seconds.
+    #[arg(long, env = "SIGNER_CA_EXPIRY_WARNING", default_value = "30days", value_parser = humantime::parse_duration)]
+    ca_expiry_warning: Duration,
 }
 
 fn main() -> ExitCode {
@@ -180,6 +215,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     let result = match cli.command {
+        Command::Ca(command) => cli::ca::run(&command),
         Command::MakeCaPoolSecret(args) => make_ca_pool_secret(&args),
         Command::SetSigningCa(args) => set_signing_ca(&args),
         Command::Controller(args) => controller(&args),
@@ -207,15 +243,19 @@ fn init_logging(format: LogFormat) {
 
 fn make_ca_pool_secret(args: &MakeCaPoolSecret) -> anyhow::Result<()> {
     let validity = Duration::from_secs(u64::from(args.ca_validity_days) * 24 * 3600);
-    let ca = generate_ca(&args.ca_id, args.key_type, SystemTime::now(), validity)?;
+    let generate = || {
+        let now = SystemTime::now();
+        generate_ca(&args.ca_id, args.key_type, now, validity).map(|ca| (ca, now))
+    };
     let Some(path) = &args.out_file else {
         return runtime()?.block_on(async {
             let client = client(args.kubeconfig.as_deref(), false).await?;
-            let pool = update_pool_secret(&client, &args.namespace, &args.name, move |existing| {
+            let pool = update_pool_secret(&client, &args.namespace, &args.name, |existing| {
+                let (ca, now) = generate()?;
                 match existing {
                     None => Ok(CaPool::single(ca)),
                     Some(mut pool) if args.append => {
-                        pool.append(ca)?;
+                        pool.add_ca(ca, now)?;
                         Ok(pool)
                     }
                     Some(_) => bail!(
@@ -238,22 +278,25 @@ fn make_ca_pool_secret(args: &MakeCaPoolSecret) -> anyhow::Result<()> {
             Ok(())
         });
     };
-    let pool = match std::fs::read(path) {
-        Ok(existing) if args.append => {
-            let mut pool = CaPool::from_json(&existing)
-                .with_context(|| format!("reading the existing pool {}", path.display()))?;
-            pool.append(ca)?;
-            pool
-        }
+    let store = PoolStore::File(path.clone());
+    let pool = match std::fs::symlink_metadata(path) {
+        Ok(_) if args.append => store.update(|mut pool| {
+            let (ca, now) = generate()?;
+            pool.add_ca(ca, now)?;
+            Ok(pool)
+        })?,
         Ok(_) => bail!(
             "{} already exists; pass --append to add CA {:?} to its pool for rotation",
             path.display(),
             args.ca_id
         ),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => CaPool::single(ca),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let pool = CaPool::single(generate()?.0);
+            store.write_file(&pool)?;
+            pool
+        }
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
-    write_atomically(path, &pool.to_json())?;
     tracing::info!(
         path = %path.display(),
         ca_id = %args.ca_id,
@@ -265,127 +308,20 @@ fn make_ca_pool_secret(args: &MakeCaPoolSecret) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes `bytes` to a temporary file next to `path` (mode 0600) and renames it over `path`.
-fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let file_name = path
-        .file_name()
-        .with_context(|| format!("{} names no file", path.display()))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        file_name.to_string_lossy(),
-        std::process::id()
-    ));
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        options.mode(0o600);
-    }
-    let written = (|| -> std::io::Result<()> {
-        let mut f = options.open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written.with_context(|| format!("writing {}", path.display()))
-}
-
 fn set_signing_ca(args: &SetSigningCa) -> anyhow::Result<()> {
-    if let Some(path) = &args.out_file {
-        let mut pool = load_pool(path)?;
-        pool.set_signing_ca(&args.ca_id)?;
-        write_atomically(path, &pool.to_json())?;
-        tracing::info!(path = %path.display(), signing_ca = %args.ca_id, "set the signing CA");
-        return Ok(());
-    }
-    runtime()?.block_on(async {
-        let client = client(args.kubeconfig.as_deref(), false).await?;
-        update_pool_secret(&client, &args.namespace, &args.name, |existing| {
-            let Some(mut pool) = existing else {
-                bail!("Secret {}/{} does not exist", args.namespace, args.name);
-            };
-            pool.set_signing_ca(&args.ca_id)?;
-            Ok(pool)
-        })
-        .await?;
-        tracing::info!(secret = %format!("{}/{}", args.namespace, args.name), signing_ca = %args.ca_id, "set the signing CA");
-        Ok(())
-    })
-}
-
-/// Reads the pool Secret (if any), lets `change` compute the new pool, and writes it back:
-/// create if absent, replace with the read resourceVersion if present (a concurrent
-/// change makes the write fail with a conflict instead of losing a CA).
-async fn update_pool_secret(
-    client: &kube::Client,
-    namespace: &str,
-    name: &str,
-    change: impl FnOnce(Option<CaPool>) -> anyhow::Result<CaPool>,
-) -> anyhow::Result<CaPool> {
-    use k8s_openapi::api::core::v1::Secret;
-    use k8s_openapi::ByteString;
-    use kube::api::PostParams;
-
-    let secrets: kube::Api<Secret> = kube::Api::namespaced(client.clone(), namespace);
-    let existing = secrets
-        .get_opt(name)
-        .await
-        .with_context(|| format!("reading Secret {namespace}/{name}"))?;
-    let existing_pool = match &existing {
-        None => None,
-        Some(secret) => {
-            let bytes = secret
-                .data
-                .as_ref()
-                .and_then(|d| d.get(POOL_KEY))
-                .with_context(|| format!("Secret {namespace}/{name} has no key {POOL_KEY:?}"))?;
-            Some(
-                CaPool::from_json(&bytes.0)
-                    .with_context(|| format!("Secret {namespace}/{name} key {POOL_KEY:?}"))?,
-            )
-        }
+    let store = match &args.out_file {
+        Some(path) => PoolStore::File(path.clone()),
+        None => PoolStore::Secret {
+            kubeconfig: args.kubeconfig.clone(),
+            namespace: args.namespace.clone(),
+            name: args.name.clone(),
+        },
     };
-    let pool = change(existing_pool)?;
-    let data = [(POOL_KEY.to_string(), ByteString(pool.to_json()))].into();
-    match existing {
-        None => {
-            let secret = Secret {
-                metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
-                    name: Some(name.to_string()),
-                    namespace: Some(namespace.to_string()),
-                    ..Default::default()
-                },
-                type_: Some("Opaque".into()),
-                data: Some(data),
-                ..Default::default()
-            };
-            secrets
-                .create(&PostParams::default(), &secret)
-                .await
-                .with_context(|| format!("creating Secret {namespace}/{name}"))?;
-        }
-        Some(mut secret) => {
-            secret.data = Some(data);
-            secret.metadata.managed_fields = None;
-            secrets
-                .replace(name, &PostParams::default(), &secret)
-                .await
-                .with_context(|| format!("updating Secret {namespace}/{name}"))?;
-        }
-    }
-    Ok(pool)
+    cli::ca::promote(&store, &args.ca_id)
 }
 
-/// The Secret data key of the pool JSON (as meshtool).
-const POOL_KEY: &str = "pool";
+/// meshtool's name of the pod-identity signer.
+const POD_IDENTITY_SIGNER_NAME: &str = "row-major.net/pod-identity";
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
@@ -416,6 +352,14 @@ async fn client(kubeconfig: Option<&Path>, in_cluster: bool) -> anyhow::Result<k
 fn controller(args: &Controller) -> anyhow::Result<()> {
     use signer::controller::{ControllerConfig, ShardingConfig, SignerSetup};
 
+    if args.enable_pod_identity_signer {
+        bail!(
+            "--enable-pod-identity-signer: the pod-identity signer ({POD_IDENTITY_SIGNER_NAME}) is not implemented yet (meshtool's issued nothing either); remove the flag. Its requests would otherwise stay pending"
+        );
+    }
+    if let Some(path) = &args.pod_identity_ca_pool {
+        tracing::warn!(path = %path.display(), "--pod-identity-ca-pool is ignored: the pod-identity signer is not implemented yet");
+    }
     if !args.enable_service_dns_signer && !args.enable_spiffe_signer {
         bail!(
             "enable at least one signer: --enable-service-dns-signer and/or --enable-spiffe-signer"
@@ -492,6 +436,7 @@ fn controller(args: &Controller) -> anyhow::Result<()> {
         pool_reload_period: args.pool_reload_period,
         concurrency: args.concurrency.max(1),
         reporter: "podtls-signer".into(),
+        ca_expiry_warning: args.ca_expiry_warning,
     };
     runtime()?.block_on(async {
         let client = client(args.kubeconfig.as_deref(), args.in_cluster).await?;
@@ -508,8 +453,53 @@ fn with_key_types(config: SignerConfig, types: &[KeyType]) -> SignerConfig {
     }
 }
 
-fn load_pool(path: &Path) -> anyhow::Result<CaPool> {
-    let bytes =
-        std::fs::read(path).with_context(|| format!("reading CA pool {}", path.display()))?;
-    CaPool::from_json(&bytes).with_context(|| format!("CA pool {}", path.display()))
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn controller_args(extra: &[&str]) -> Controller {
+        let mut argv = vec!["signer", "controller", "--kubeconfig", "/nonexistent"];
+        argv.extend_from_slice(extra);
+        match Cli::try_parse_from(argv).expect("parses").command {
+            Command::Controller(args) => *args,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn pod_identity_signer_is_refused_at_start_up_naming_the_flag() {
+        let args = controller_args(&[
+            "--enable-pod-identity-signer",
+            "--pod-identity-ca-pool=/run/ca-state/pod-identity-pool.json",
+            "--enable-spiffe-signer",
+            "--spiffe-trust-domain=cluster.local",
+            "--spiffe-ca-pool=/run/ca-state/spiffe-pool.json",
+        ]);
+        let err = format!("{:#}", controller(&args).unwrap_err());
+        assert!(err.contains("--enable-pod-identity-signer"), "{err}");
+        assert!(err.contains("not implemented yet"), "{err}");
+        assert!(err.contains("row-major.net/pod-identity"), "{err}");
+    }
+
+    #[test]
+    fn meshtool_pod_identity_flags_parse_in_every_spelling() {
+        assert!(controller_args(&["--enable-pod-identity-signer=true"]).enable_pod_identity_signer);
+        assert!(
+            !controller_args(&["--enable-pod-identity-signer=false"]).enable_pod_identity_signer
+        );
+        let args = controller_args(&["--pod-identity-ca-pool", "/x.json"]);
+        assert_eq!(
+            args.pod_identity_ca_pool.as_deref(),
+            Some(Path::new("/x.json"))
+        );
+        assert!(!args.enable_pod_identity_signer);
+    }
+
+    #[test]
+    fn a_lone_pod_identity_pool_does_not_stop_start_up_checks_from_running() {
+        // Past the pod-identity checks, the usual "enable at least one signer" error.
+        let args = controller_args(&["--pod-identity-ca-pool=/x.json"]);
+        let err = format!("{:#}", controller(&args).unwrap_err());
+        assert!(err.contains("enable at least one signer"), "{err}");
+    }
 }

@@ -73,9 +73,18 @@ impl SignerConfig {
     }
 }
 
+/// The longest Kubernetes label value (a SPIFFE trust domain may have 255 characters).
+pub const MAX_LABEL_VALUE_LEN: usize = 63;
+
 /// Parses a `--spiffe-trust-domain` value strictly: a bare, lowercase trust domain name
 /// (`cluster.local`), not a `spiffe://` URI and not mixed case, so that the configured
 /// string is exactly the one that appears in certificates and bundle labels.
+///
+/// The spiffe signer labels its ClusterTrustBundle with the trust domain
+/// (`spiffe.row-major.net/trust-domain`, as meshtool; pods select the bundle by it), so
+/// the trust domain must also be a valid label value: at most [`MAX_LABEL_VALUE_LEN`]
+/// characters, beginning and ending with a letter or digit. Anything else is refused here,
+/// at start-up, rather than failing every bundle apply later.
 pub fn parse_trust_domain(given: &str) -> Result<TrustDomain, Error> {
     let invalid = |reason: String| Error::InvalidTrustDomain {
         given: given.to_string(),
@@ -93,7 +102,28 @@ pub fn parse_trust_domain(given: &str) -> Result<TrustDomain, Error> {
             td.as_str()
         )));
     }
+    if let Some(problem) = label_value_problem(given) {
+        return Err(invalid(format!(
+            "the spiffe signer labels its ClusterTrustBundle spiffe.row-major.net/trust-domain=<trust domain> (pods select the bundle by it), and {problem}; use a trust domain that is a valid label value"
+        )));
+    }
     Ok(td)
+}
+
+/// Why `value` (a valid trust domain: `[a-z0-9._-]`) is not a valid Kubernetes label
+/// value, if it is not.
+fn label_value_problem(value: &str) -> Option<String> {
+    if value.len() > MAX_LABEL_VALUE_LEN {
+        return Some(format!(
+            "a label value has at most {MAX_LABEL_VALUE_LEN} characters, this trust domain has {}",
+            value.len()
+        ));
+    }
+    let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    if !alnum(value.chars().next()) || !alnum(value.chars().last()) {
+        return Some("a label value begins and ends with a letter or digit".to_string());
+    }
+    None
 }
 
 #[cfg(test)]
@@ -128,5 +158,40 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn accepts_a_trust_domain_of_exactly_63_characters() {
+        let td = format!("{}.example", "a".repeat(63 - ".example".len()));
+        assert_eq!(td.len(), 63);
+        assert_eq!(parse_trust_domain(&td).unwrap().as_str(), td);
+    }
+
+    #[test]
+    fn rejects_a_trust_domain_too_long_for_the_bundle_label_at_start_up() {
+        // Valid SPIFFE (up to 255), but no label value: every bundle apply would fail.
+        let td = format!("{}.example.org", "a".repeat(60));
+        assert!(spiffe::TrustDomain::new(&td).is_ok());
+        let err = parse_trust_domain(&td).unwrap_err().to_string();
+        assert!(err.contains("spiffe.row-major.net/trust-domain"), "{err}");
+        assert!(err.contains("at most 63 characters"), "{err}");
+        assert!(err.contains(&format!("has {}", td.len())), "{err}");
+    }
+
+    #[test]
+    fn rejects_a_trust_domain_that_cannot_begin_or_end_a_label_value() {
+        let mut checked = 0;
+        for td in ["-cluster.local", "cluster.local.", "_x", "x_"] {
+            if spiffe::TrustDomain::new(td).is_err() {
+                continue; // Refused as SPIFFE already.
+            }
+            let err = parse_trust_domain(td).unwrap_err().to_string();
+            assert!(
+                err.contains("begins and ends with a letter or digit"),
+                "{td}: {err}"
+            );
+            checked += 1;
+        }
+        assert!(checked > 0, "every case was already invalid SPIFFE");
     }
 }

@@ -164,3 +164,78 @@ pub(crate) fn the_pair_talks(mesh: &Mesh<'_>, pair: &Pair) -> Result<()> {
     }
     Ok(())
 }
+
+/// A signer disabled by flags leaves no bundle behind: replica a stops, replica
+/// c starts without `--enable-service-dns-signer`, and deletes the service-dns
+/// bundle (written by this controller's field manager) while keeping spiffe's.
+pub(crate) async fn a_disabled_signers_bundle_is_deleted(
+    mesh: &Mesh<'_>,
+    requests: &Requests,
+    signer_a: &mut SignerReplica,
+) -> Result<()> {
+    const SERVICE_DNS_BUNDLE: &str = "row-major.net:service-dns:primary-bundle";
+    const SPIFFE_BUNDLE: &str = "row-major.net:spiffe:primary-bundle";
+    signer_a.proc.terminate(Duration::from_secs(10));
+    let names = || async {
+        Ok::<_, anyhow::Error>(
+            requests
+                .trust_bundles()
+                .await?
+                .into_iter()
+                .filter_map(|c| c.metadata.name)
+                .collect::<Vec<_>>(),
+        )
+    };
+    ensure!(
+        names().await?.iter().any(|n| n == SERVICE_DNS_BUNDLE),
+        "the service-dns bundle is missing before the signer is disabled"
+    );
+    let c = mesh
+        .start_signer_without("c", &[SPIFFE_KEY_TYPES], &["--enable-service-dns-signer"])
+        .await?;
+    eventually(
+        "the disabled signer's bundle deleted, the other kept",
+        Duration::from_secs(30),
+        || async {
+            let names = names().await?;
+            Ok((!names.iter().any(|n| n == SERVICE_DNS_BUNDLE)
+                && names.iter().any(|n| n == SPIFFE_BUNDLE))
+            .then_some(()))
+        },
+    )
+    .await?;
+    let deletes = metric_sum(
+        &c.metrics().await?,
+        "podtls_signer_trust_bundle_deletes_total",
+        &[r#"result="ok""#],
+    );
+    ensure!(deletes == 1.0, "trust_bundle_deletes_total ok = {deletes}");
+    Ok(())
+}
+
+/// Every request so far carries the key material this release's kubelet sends:
+/// `pkixPublicKey` + `proofOfPossession` (1.35) or `stubPKCS10Request` (1.36+), so the
+/// signer was exercised on that path.
+pub(crate) async fn kubelet_sends_the_releases_key_material(
+    requests: &Requests,
+    expected: KeyMaterial,
+) -> Result<()> {
+    let pcrs = requests.list(None).await?;
+    ensure!(!pcrs.is_empty(), "no requests yet");
+    for p in &pcrs {
+        let s = &p.spec;
+        let pop = s.pkix_public_key.is_some() && s.proof_of_possession.is_some();
+        let stub = s.stub_pkcs10_request.is_some();
+        let ok = match expected {
+            KeyMaterial::ProofOfPossession => pop && !stub,
+            KeyMaterial::StubPkcs10 => stub,
+        };
+        ensure!(
+            ok,
+            "{}: expected {expected:?}; pkixPublicKey+proofOfPossession: {pop}, stubPKCS10Request: {stub}",
+            key(p)
+        );
+    }
+    eprintln!("{} requests, all with {expected:?}", pcrs.len());
+    Ok(())
+}

@@ -1,9 +1,10 @@
 //! The project against a real kube-apiserver and kubelet's own pod-certificate
 //! code (`e2e/cluster`), for each pinned release: the manifests applied for real,
 //! the signer running as its ServiceAccount, the example pairs on the volumes
-//! kubelet's code wrote, forced rotation under load, a CA added to the pool,
-//! denials, and faults (signer killed mid-stream, kube-apiserver restarted, two
-//! replicas). Clusters run one at a time (each is ~500 MB and busy at start-up).
+//! kubelet's code wrote, forced rotation under load, the CA lifecycle (add,
+//! promote, refresh, retire) under load, denials, faults (signer killed
+//! mid-stream, kube-apiserver restarted, two replicas), and the bundle of a
+//! disabled signer deleted. Clusters run one at a time (each is ~500 MB and busy at start-up).
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -11,12 +12,14 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context as _, Result};
 use podtls_e2e::*;
 
+mod ca_lifecycle;
 mod denials;
 mod entitlement;
 mod faults;
 mod issuance;
 mod rotation;
 
+use ca_lifecycle::*;
 use denials::*;
 use entitlement::*;
 use faults::*;
@@ -37,17 +40,43 @@ const PAIRS: [&str; 3] = [
     "spiffe-mtls",
 ];
 
+/// How kubelet hands the signer its public key, per release.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum KeyMaterial {
+    /// `pkixPublicKey` + `proofOfPossession` (1.35).
+    ProofOfPossession,
+    /// `stubPKCS10Request` (1.36 on v1beta1, 1.37 on v1).
+    StubPkcs10,
+}
+
 #[test]
 fn release_1_35_v1beta1_with_proof_of_possession() {
-    run(Release::V1_35, "certificates.k8s.io/v1beta1");
+    run(
+        Release::V1_35,
+        "certificates.k8s.io/v1beta1",
+        KeyMaterial::ProofOfPossession,
+    );
+}
+
+#[test]
+fn release_1_36_v1beta1_with_stub_pkcs10_request() {
+    run(
+        Release::V1_36,
+        "certificates.k8s.io/v1beta1",
+        KeyMaterial::StubPkcs10,
+    );
 }
 
 #[test]
 fn release_1_37_v1() {
-    run(Release::V1_37, "certificates.k8s.io/v1");
+    run(
+        Release::V1_37,
+        "certificates.k8s.io/v1",
+        KeyMaterial::StubPkcs10,
+    );
 }
 
-fn run(release: Release, api_version: &str) {
+fn run(release: Release, api_version: &str, key_material: KeyMaterial) {
     let _one = ONE_CLUSTER_AT_A_TIME
         .lock()
         .unwrap_or_else(|p| p.into_inner());
@@ -56,8 +85,14 @@ fn run(release: Release, api_version: &str) {
         .enable_all()
         .build()
         .unwrap();
+    let started = Instant::now();
     let mut cluster = TestCluster::start(release).unwrap_or_else(|e| panic!("{e:#}"));
-    let result = rt.block_on(suite(&cluster, api_version));
+    let result = rt.block_on(suite(&cluster, api_version, key_material));
+    eprintln!(
+        "Kubernetes {}: suite took {:?} (cluster start included)",
+        release.as_str(),
+        started.elapsed()
+    );
     if let Err(e) = result {
         let tail = cluster.apiserver_log_tail();
         let dir = cluster.keep_state();
@@ -70,7 +105,7 @@ fn run(release: Release, api_version: &str) {
     }
 }
 
-async fn suite(cluster: &TestCluster, api_version: &str) -> Result<()> {
+async fn suite(cluster: &TestCluster, api_version: &str, key_material: KeyMaterial) -> Result<()> {
     ensure!(
         cluster.state.pcr_api_version == api_version,
         "harness serves {} (want {api_version})",
@@ -104,6 +139,9 @@ async fn suite(cluster: &TestCluster, api_version: &str) -> Result<()> {
         the_pair_talks(&mesh, &pair).with_context(|| format!("traffic of {ns}"))?;
         pairs.push(pair);
     }
+    kubelet_sends_the_releases_key_material(&requests, key_material)
+        .await
+        .context("key material")?;
 
     forced_refresh_rotates_without_a_failed_request(&mesh, &pairs[2])
         .await
@@ -114,9 +152,11 @@ async fn suite(cluster: &TestCluster, api_version: &str) -> Result<()> {
     a_deleted_service_strands_no_pod(&mesh, &requests, &signer_a, &pairs[1])
         .await
         .context("a Service deleted across a refresh")?;
-    a_new_ca_reaches_the_projected_bundle_and_signs(&mesh, &requests, &pairs[2])
-        .await
-        .context("CA rotation")?;
+    the_ca_lifecycle_rotates_under_load_without_a_failed_request(
+        &mesh, &requests, &pairs, &signer_a,
+    )
+    .await
+    .context("CA lifecycle")?;
     denials_are_terminal_with_reasons(&mesh, &requests)
         .await
         .context("denials")?;
@@ -130,11 +170,17 @@ async fn suite(cluster: &TestCluster, api_version: &str) -> Result<()> {
     watches_survive_an_apiserver_restart(&mesh, &requests, &mut signer_a)
         .await
         .context("kube-apiserver restart")?;
-    two_replicas_split_the_work(&mesh, &requests, &signer_a)
+    let signer_b = two_replicas_split_the_work(&mesh, &requests, &signer_a)
         .await
         .context("two replicas")?;
+    let _signer_c = a_replica_roll_hands_over_at_once(&mesh, &requests, signer_b)
+        .await
+        .context("replica roll")?;
 
     every_status_was_written_once(cluster, &requests).await?;
+    a_disabled_signers_bundle_is_deleted(&mesh, &requests, &mut signer_a)
+        .await
+        .context("bundle of a disabled signer")?;
     Ok(())
 }
 

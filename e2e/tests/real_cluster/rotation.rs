@@ -1,5 +1,5 @@
-//! Rotation: forced refresh under load, Services read at issuance time, and a
-//! CA added to the pool and then signing.
+//! Rotation: forced refresh under load and Services read at issuance time (the
+//! CA lifecycle is in `ca_lifecycle.rs`).
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -130,88 +130,4 @@ pub(crate) async fn services_are_read_at_issuance_time(
     // The client verifies the new certificate by the usual name.
     wait_log_serial(&pair.server, &serial).await?;
     the_pair_talks(mesh, pair)
-}
-
-pub(crate) async fn a_new_ca_reaches_the_projected_bundle_and_signs(
-    mesh: &Mesh<'_>,
-    requests: &Requests,
-    pair: &Pair,
-) -> Result<()> {
-    let ns = &pair.namespace;
-    // Rotation step 1: a second CA in the pool (trusted, not signing).
-    mesh.signer_tool(&[
-        "make-ca-pool-secret",
-        "--append",
-        "--namespace",
-        CONTROLLER_NAMESPACE,
-        "--name",
-        "spiffe-ca-pool",
-        "--ca-id",
-        "spiffe-2",
-        "--key-type",
-        "ECDSAP256",
-    ])?;
-    // Secret -> projected pool file -> signer reload -> CTB -> kubelet's CTB
-    // manager -> both pods' trust/spiffe.pem.
-    for pod in [&pair.server_pod, &pair.client_pod] {
-        let file = volume(pod, "podtls")?.join("trust/spiffe.pem");
-        eventually(
-            &format!("two CAs in {}", file.display()),
-            Duration::from_secs(90),
-            || async {
-                Ok(
-                    (pem_certs(&std::fs::read_to_string(&file).unwrap_or_default()) == 2)
-                        .then_some(()),
-                )
-            },
-        )
-        .await?;
-    }
-    trust_bundles_are_published(requests, 1, 2).await?;
-    // Step 2: sign with the new CA; a refreshed client certificate from it is
-    // accepted by the server, which trusts both.
-    mesh.signer_tool(&[
-        "set-signing-ca",
-        "--namespace",
-        CONTROLLER_NAMESPACE,
-        "--name",
-        "spiffe-ca-pool",
-        "--ca-id",
-        "spiffe-2",
-    ])?;
-    let before = held_serial(mesh.cluster, ns, "client", SPIFFE).await?;
-    // The pool reload is asynchronous: refresh until a certificate from the new
-    // CA (an ECDSA issuer; the first CA is Ed25519) is issued.
-    eventually(
-        "a client certificate signed by the new CA",
-        Duration::from_secs(90),
-        || async {
-            mesh.cluster.refresh(ns, "client").await?;
-            let serial = held_serial(mesh.cluster, ns, "client", SPIFFE).await?;
-            ensure!(serial != before);
-            let pcr = request_with_serial(requests, ns, "client", &serial).await?;
-            let chain = pcr
-                .status
-                .and_then(|s| s.certificate_chain)
-                .unwrap_or_default();
-            Ok(issuer_is_ecdsa(&chain)?.then_some(()))
-        },
-    )
-    .await?;
-    the_pair_talks(mesh, pair)
-}
-
-pub(crate) fn issuer_is_ecdsa(chain_pem: &str) -> Result<bool> {
-    use rustls_pki_types::pem::PemObject as _;
-    use x509_parser::prelude::FromDer as _;
-    let der = rustls_pki_types::CertificateDer::pem_slice_iter(chain_pem.as_bytes())
-        .next()
-        .context("empty chain")??;
-    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(&der)?;
-    // ecdsa-with-SHA256/384/512 are 1.2.840.10045.4.3.*; Ed25519 is 1.3.101.112.
-    Ok(cert
-        .signature_algorithm
-        .algorithm
-        .to_id_string()
-        .starts_with("1.2.840.10045.4.3"))
 }

@@ -81,9 +81,34 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// Listing ClusterTrustBundles (to delete unwanted ones) failed.
+    #[error("listing ClusterTrustBundles: {source}")]
+    ListTrustBundles {
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// Deleting an unwanted ClusterTrustBundle failed.
+    #[error("deleting ClusterTrustBundle {name}: {source}")]
+    DeleteTrustBundle {
+        /// The bundle's name.
+        name: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
     /// Renewing this replica's sharding Lease failed.
     #[error("renewing sharding Lease {name}: {source}")]
     Lease {
+        /// The Lease's name.
+        name: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// Deleting this replica's own sharding Lease at shutdown failed.
+    #[error("deleting sharding Lease {name} at shutdown: {source}")]
+    ReleaseLease {
         /// The Lease's name.
         name: String,
         /// The API error.
@@ -128,7 +153,10 @@ impl Error {
             Error::ReadLive { .. } => "read_live",
             Error::ConflictPersists { .. } => "conflict",
             Error::ApplyTrustBundle { .. } => "apply_trust_bundle",
-            Error::Lease { .. } => "lease",
+            Error::ListTrustBundles { .. } | Error::DeleteTrustBundle { .. } => {
+                "delete_trust_bundle"
+            }
+            Error::Lease { .. } | Error::ReleaseLease { .. } => "lease",
             Error::Admin { .. } => "admin",
             Error::CacheNotReady { .. } => "cache",
         }

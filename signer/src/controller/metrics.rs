@@ -1,6 +1,8 @@
 //! Prometheus metrics of the controller (text exposition on `/metrics`).
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -33,6 +35,10 @@ pub struct Metrics {
     pool_loaded: Family<Labels, Gauge>,
     trust_bundle_applies: Family<Labels, Counter>,
     requester_policy_enforced: Gauge,
+    trust_bundle_deletes: Family<Labels, Counter>,
+    ca_not_after: Family<Labels, Gauge>,
+    /// The `ca_not_after` label sets last set per signer (removed when a CA leaves).
+    ca_labels: Mutex<HashMap<String, Vec<Labels>>>,
 }
 
 impl Default for Metrics {
@@ -67,6 +73,8 @@ impl Metrics {
             "1 while the ValidatingAdmissionPolicyBinding that lets only a pod's own kubelet request certificates exists and denies",
             requester_policy_enforced.clone(),
         );
+        let trust_bundle_deletes = Family::<Labels, Counter>::default();
+        let ca_not_after = Family::<Labels, Gauge>::default();
         registry.register(
             "issued",
             "PodCertificateRequests issued, by signer",
@@ -122,6 +130,16 @@ impl Metrics {
             "ClusterTrustBundle server-side applies, by signer and result",
             trust_bundle_applies.clone(),
         );
+        registry.register(
+            "trust_bundle_deletes",
+            "ClusterTrustBundles of this signer deleted because no enabled signer wants them, by result",
+            trust_bundle_deletes.clone(),
+        );
+        registry.register(
+            "ca_not_after_seconds",
+            "notAfter of each CA in a signer's pool (Unix seconds), by signer, CA ID and whether it signs",
+            ca_not_after.clone(),
+        );
         Metrics {
             registry,
             issued,
@@ -136,6 +154,9 @@ impl Metrics {
             pool_loaded,
             trust_bundle_applies,
             requester_policy_enforced,
+            trust_bundle_deletes,
+            ca_not_after,
+            ca_labels: Mutex::new(HashMap::new()),
         }
     }
 
@@ -218,6 +239,43 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts a deletion of an unwanted trust bundle.
+    pub fn trust_bundle_delete(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.trust_bundle_deletes
+            .get_or_create(&labels(&[("result", result)]))
+            .inc();
+    }
+
+    /// Sets the `ca_not_after_seconds` gauges of `signer` to `cas` (ID, notAfter,
+    /// signing), removing those of CAs (or signing states) no longer in the pool.
+    pub fn ca_pool(&self, signer: &str, cas: &[(String, SystemTime, bool)]) {
+        let now: Vec<Labels> = cas
+            .iter()
+            .map(|(id, _, signing)| {
+                labels(&[
+                    ("signer", signer),
+                    ("ca_id", id),
+                    ("signing", if *signing { "true" } else { "false" }),
+                ])
+            })
+            .collect();
+        let mut last = self.ca_labels.lock().unwrap_or_else(|p| p.into_inner());
+        for old in last.get(signer).into_iter().flatten() {
+            if !now.contains(old) {
+                self.ca_not_after.remove(old);
+            }
+        }
+        for (l, (_, not_after, _)) in now.iter().zip(cas) {
+            let secs = match not_after.duration_since(SystemTime::UNIX_EPOCH) {
+                Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+                Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
+            };
+            self.ca_not_after.get_or_create(l).set(secs);
+        }
+        last.insert(signer.to_string(), now);
+    }
+
     /// The OpenMetrics text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -259,6 +317,43 @@ mod tests {
         assert!(
             text.contains("podtls_signer_cached_services 20000"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn ca_not_after_gauges_follow_the_pool_and_drop_retired_cas() {
+        let m = Metrics::new();
+        let t = |s: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(s);
+        let s = "row-major.net/spiffe";
+        m.ca_pool(
+            s,
+            &[("1".into(), t(1_000), true), ("2".into(), t(2_000), false)],
+        );
+        m.ca_pool(
+            "row-major.net/service-dns",
+            &[("sd".into(), t(3_000), true)],
+        );
+        let text = m.encode();
+        for line in [
+            r#"podtls_signer_ca_not_after_seconds{signer="row-major.net/spiffe",ca_id="1",signing="true"} 1000"#,
+            r#"podtls_signer_ca_not_after_seconds{signer="row-major.net/spiffe",ca_id="2",signing="false"} 2000"#,
+            r#"podtls_signer_ca_not_after_seconds{signer="row-major.net/service-dns",ca_id="sd",signing="true"} 3000"#,
+        ] {
+            assert!(text.contains(line), "{line}\n{text}");
+        }
+        // CA 2 promoted, then CA 1 retired: one series per CA, with the current state.
+        m.ca_pool(
+            s,
+            &[("2".into(), t(2_000), true), ("1".into(), t(1_000), false)],
+        );
+        m.ca_pool(s, &[("2".into(), t(2_000), true)]);
+        let text = m.encode();
+        assert!(text.contains(r#"ca_id="2",signing="true"} 2000"#), "{text}");
+        assert!(!text.contains(r#"ca_id="1""#), "{text}");
+        assert!(!text.contains(r#"ca_id="2",signing="false""#), "{text}");
+        assert!(
+            text.contains(r#"ca_id="sd""#),
+            "other signers untouched: {text}"
         );
     }
 }

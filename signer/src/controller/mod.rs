@@ -1,7 +1,7 @@
 //! The Kubernetes half: a kube-rs controller per enabled signer that watches its
 //! PodCertificateRequests, decides them with [`issue`](crate::issue) against watch-cache
 //! snapshots, and writes one terminal status per request; the signers'
-//! ClusterTrustBundles; CA pool hot reload; sharding between replicas; metrics and probes.
+//! ClusterTrustBundles (and deleting those no enabled signer wants); CA pool hot reload; sharding between replicas; metrics and probes.
 //!
 //! Shape (kube-rs `controller-rs`): [`Context`], [`reconcile`], a pure [`error_policy`],
 //! and an [`Error`] whose variants name the failed step ([`Error::step`] is the metric
@@ -9,16 +9,19 @@
 
 mod admin;
 mod api_types;
+mod ca_status;
 mod cluster_view;
 mod discovery;
 mod error;
 mod metrics;
 mod pool_watch;
 mod reconcile;
+mod replica;
 mod requester_policy;
 mod run;
 mod service_cache;
 mod sharding;
+mod trust_bundle_gc;
 mod trust_bundles;
 
 #[cfg(test)]
@@ -30,6 +33,7 @@ pub use api_types::{
     terminal_condition, PodCertificateRequest, PodCertificateRequestSpec,
     PodCertificateRequestStatus, CONDITION_DENIED, CONDITION_FAILED, CONDITION_ISSUED,
 };
+pub use ca_status::{ExpiryLog, DEFAULT_CA_EXPIRY_WARNING, EXPIRY_RELOG_PERIOD};
 pub use cluster_view::{pod_info, read_live, strip_pod, ClusterView, MIRROR_POD_ANNOTATION};
 pub use discovery::{discover, pick as pick_served_apis, ServedApis};
 pub use error::Error;
@@ -46,8 +50,11 @@ pub use service_cache::{
     ServiceCacheWriter,
 };
 pub use sharding::{
-    assigned_replica, desired_lease, fnv1_64, live_replicas, Sharding, ShardingConfig,
-    LEASE_DURATION, LEASE_RENEWAL_PERIOD,
+    assigned_replica, desired_lease, fnv1_64, live_replicas, release_preconditions, Released,
+    Sharding, ShardingConfig, LEASE_DURATION, LEASE_RENEWAL_PERIOD, MEMBERSHIP_CHECK_PERIOD,
+};
+pub use trust_bundle_gc::{
+    collect as collect_trust_bundles, unwanted as unwanted_trust_bundles, ExistingBundle,
 };
 pub use trust_bundles::{bundle_body, bundle_labels, bundle_name, FIELD_MANAGER};
 

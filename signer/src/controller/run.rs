@@ -1,5 +1,7 @@
 //! Wiring: discovery, pool watches, watch caches, sharding, trust bundles, admin
-//! endpoint and one kube-rs `Controller` per enabled signer.
+//! endpoint and one kube-rs `Controller` per enabled signer; on SIGTERM/SIGINT the
+//! controllers stop taking work, finish what is in flight, and the replica's sharding
+//! Lease is deleted.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,23 +10,22 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures::StreamExt as _;
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Service;
 use kube::runtime::controller::Controller;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt as _};
 use kube::{Api, Client};
 use tokio::sync::watch;
 
-use super::cluster_view::{drain, ClusterView};
+use super::cluster_view::ClusterView;
 use super::discovery::discover;
 use super::metrics::Metrics;
 use super::pool_watch::{self, PoolState};
 use super::reconcile::{error_policy, reconcile, Context};
+use super::replica::Replica;
 use super::service_cache::{self, service_cache};
-use super::sharding::{self, Sharding, ShardingConfig};
-use super::{admin, requester_policy, trust_bundles, Error};
+use super::sharding::{Released, Sharding, ShardingConfig};
+use super::{admin, ca_status, requester_policy, trust_bundle_gc, trust_bundles, Error};
 use crate::{SignerConfig, SignerKind};
 
 /// One enabled signer and its pool file.
@@ -51,6 +52,9 @@ pub struct ControllerConfig {
     pub concurrency: u16,
     /// Reporter name of Events.
     pub reporter: String,
+    /// Warn when the signing CA expires within this window
+    /// ([`DEFAULT_CA_EXPIRY_WARNING`](super::DEFAULT_CA_EXPIRY_WARNING)).
+    pub ca_expiry_warning: Duration,
 }
 
 /// Runs the controller until SIGTERM/Ctrl-C (graceful: in-flight reconciles finish).
@@ -110,15 +114,13 @@ pub async fn run(client: Client, config: ControllerConfig) -> Result<(), Error> 
         });
     }
     for (setup, pool) in config.signers.iter().zip(&pools) {
-        metrics.pool_loaded(&setup.config.name, pool.borrow().pool.is_some());
-        let metrics = metrics.clone();
-        let name = setup.config.name.clone();
-        let mut pool = pool.clone();
-        tokio::spawn(async move {
-            while pool.changed().await.is_ok() {
-                metrics.pool_loaded(&name, pool.borrow().pool.is_some());
-            }
-        });
+        ca_status::record(&metrics, &setup.config.name, pool.borrow().pool.as_deref());
+        tokio::spawn(ca_status::watch_loop(
+            setup.config.name.clone(),
+            pool.clone(),
+            metrics.clone(),
+            config.ca_expiry_warning,
+        ));
     }
 
     let apis = discover(&client).await?;
@@ -149,12 +151,19 @@ pub async fn run(client: Client, config: ControllerConfig) -> Result<(), Error> 
         tracing::info!(services = services.len(), "service cache ready");
     }
 
-    let sharding = match &config.sharding {
-        None => Sharding::Off,
-        Some(sc) => start_sharding(&client, sc).await?,
+    let replica = match &config.sharding {
+        None => None,
+        Some(sc) => Some(Replica::start(&client, sc).await?),
     };
+    let sharding = replica.as_ref().map_or(Sharding::Off, Replica::sharding);
     caches_ready.store(true, Ordering::Relaxed);
 
+    tokio::spawn(trust_bundle_gc::gc_loop(
+        client.clone(),
+        apis.ctb.clone(),
+        config.signers.iter().map(|s| s.config.clone()).collect(),
+        metrics.clone(),
+    ));
     for (setup, pool) in config.signers.iter().zip(&pools) {
         tokio::spawn(trust_bundles::sync_loop(
             client.clone(),
@@ -191,9 +200,16 @@ pub async fn run(client: Client, config: ControllerConfig) -> Result<(), Error> 
         let selector = format!("spec.signerName={}", setup.config.name);
         let signer = setup.config.name.clone();
         let metrics = metrics.clone();
-        Controller::new_with(api, watcher::Config::default().fields(&selector), apis.pcr.clone())
+        let controller = Controller::new_with(api, watcher::Config::default().fields(&selector), apis.pcr.clone())
             .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency))
-            .shutdown_on_signal()
+            // SIGTERM/SIGINT: no new reconciles; the ones in flight finish.
+            .shutdown_on_signal();
+        // Sharded: every request is looked at again when a replica joins or leaves.
+        let controller = match &replica {
+            Some(replica) => controller.reconcile_all_on(replica.membership_changes()),
+            None => controller,
+        };
+        controller
             .run(reconcile, error_policy, ctx)
             .for_each(move |result| {
                 match result {
@@ -210,45 +226,18 @@ pub async fn run(client: Client, config: ControllerConfig) -> Result<(), Error> 
     tracing::info!(signers = ?config.signers.iter().map(|s| &s.config.name).collect::<Vec<_>>(), "controller running");
     futures::future::join_all(controllers).await;
     tracing::info!("controller stopped");
-    Ok(())
-}
-
-async fn start_sharding(client: &Client, config: &ShardingConfig) -> Result<Sharding, Error> {
-    let (leases, writer) = reflector::store::<Lease>();
-    let api: Api<Lease> = Api::namespaced(client.clone(), &config.namespace);
-    let stream = reflector::reflector(
-        writer,
-        watcher(
-            api,
-            watcher::Config::default().labels(&format!(
-                "{}={}",
-                sharding::LABEL_KEY,
-                config.application
-            )),
-        ),
-    )
-    .default_backoff();
-    tokio::spawn(drain("leases", stream));
-    sharding::renew(client, config, SystemTime::now()).await?;
-    {
-        let client = client.clone();
-        let config = config.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(sharding::LEASE_RENEWAL_PERIOD);
-            loop {
-                tick.tick().await;
-                if let Err(error) = sharding::renew(&client, &config, SystemTime::now()).await {
-                    tracing::error!(%error, "sharding Lease renewal failed");
-                }
+    if let Some(replica) = replica {
+        // Only now: until the reconcilers stopped, this replica still owned its share.
+        match replica.release(&client).await {
+            Ok(Released::Deleted) => {
+                tracing::info!("sharding Lease deleted; the other replicas take over its requests")
             }
-        });
+            Ok(Released::AlreadyGone) => tracing::info!("sharding Lease already gone"),
+            Ok(outcome) => {
+                tracing::warn!(?outcome, "sharding Lease not deleted; it expires in 15 s")
+            }
+            Err(error) => tracing::warn!(%error, "sharding Lease not deleted; it expires in 15 s"),
+        }
     }
-    leases
-        .wait_until_ready()
-        .await
-        .map_err(|_| Error::CacheNotReady { what: "leases" })?;
-    Ok(Sharding::Rendezvous {
-        config: config.clone(),
-        leases: leases as Store<Lease>,
-    })
+    Ok(())
 }

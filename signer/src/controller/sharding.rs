@@ -13,6 +13,17 @@
 //! decision was based on, so of two replicas racing on one request the second gets a
 //! 409, re-reads, sees a terminal condition and stops. Sharding only avoids the wasted
 //! signature. A replica whose own Lease is not (yet) live owns nothing.
+//!
+//! Replicas come and go cleanly (the Lease lifecycle is `replica.rs`): on SIGTERM a
+//! replica stops taking new work, lets its in-flight reconciles finish, stops renewing and
+//! deletes its own Lease, with a precondition on the UID and resourceVersion it last wrote
+//! ([`release_preconditions`]) so that it never deletes a Lease somebody else wrote since.
+//! The others' watch caches drop the deleted Lease at once, and every replica
+//! re-reconciles all requests whenever the set of live replicas changes (a Lease added,
+//! deleted, or expired, checked every [`MEMBERSHIP_CHECK_PERIOD`]), so a departing
+//! replica's share is taken over within about a second instead of after the Lease's
+//! expiry plus a renewal period (15 + 10 s). A replica that dies without deleting its Lease
+//! (SIGKILL, node loss) is still dropped once its Lease expires.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -20,7 +31,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams};
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::reflector::Store;
 use kube::{Api, Client};
 
@@ -34,6 +45,9 @@ pub const LEASE_DURATION: Duration = Duration::from_secs(15);
 pub const LEASE_RENEWAL_PERIOD: Duration = Duration::from_secs(10);
 /// The field manager of the Lease writes.
 pub const FIELD_MANAGER: &str = "podtls-signer-sharding";
+/// How often the set of live replicas is recomputed without a Lease event (a Lease that
+/// expires produces no event).
+pub const MEMBERSHIP_CHECK_PERIOD: Duration = Duration::from_secs(1);
 
 /// This replica's identity for sharding (the `--sharding-*` flags).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -151,8 +165,65 @@ pub fn desired_lease(config: &ShardingConfig, now: SystemTime) -> Lease {
     }
 }
 
-/// Applies this replica's Lease once (server-side apply).
-pub async fn renew(client: &Client, config: &ShardingConfig, now: SystemTime) -> Result<(), Error> {
+/// The delete preconditions for this replica's own Lease as it last wrote it: its UID
+/// (not a Lease of the same name created since) and its resourceVersion (not renewed by
+/// anyone since, e.g. a successor pod with the same name). `None` if the API returned
+/// neither, in which case nothing is deleted.
+pub fn release_preconditions(held: &Lease) -> Option<Preconditions> {
+    let uid = held.metadata.uid.clone();
+    let resource_version = held.metadata.resource_version.clone();
+    (uid.is_some() && resource_version.is_some()).then_some(Preconditions {
+        uid,
+        resource_version,
+    })
+}
+
+/// What [`release`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Released {
+    /// The Lease was deleted.
+    Deleted,
+    /// The Lease was already gone.
+    AlreadyGone,
+    /// Someone wrote the Lease since this replica last did (409): left alone; it expires
+    /// unless its new writer renews it.
+    ChangedSince,
+    /// The held Lease carried no UID/resourceVersion: left alone to expire.
+    NoPreconditions,
+}
+
+/// Deletes this replica's own Lease (`held`: the Lease as this replica's last renewal
+/// returned it), only if nobody wrote it since. The caller must have stopped renewing.
+pub async fn release(
+    client: &Client,
+    config: &ShardingConfig,
+    held: &Lease,
+) -> Result<Released, Error> {
+    let Some(preconditions) = release_preconditions(held) else {
+        return Ok(Released::NoPreconditions);
+    };
+    let api: Api<Lease> = Api::namespaced(client.clone(), &config.namespace);
+    let params = DeleteParams {
+        preconditions: Some(preconditions),
+        ..DeleteParams::default()
+    };
+    match api.delete(&config.pod_name, &params).await {
+        Ok(_) => Ok(Released::Deleted),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(Released::AlreadyGone),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(Released::ChangedSince),
+        Err(source) => Err(Error::ReleaseLease {
+            name: config.pod_name.clone(),
+            source,
+        }),
+    }
+}
+
+/// Applies this replica's Lease once (server-side apply); returns it as written.
+pub async fn renew(
+    client: &Client,
+    config: &ShardingConfig,
+    now: SystemTime,
+) -> Result<Lease, Error> {
     let api: Api<Lease> = Api::namespaced(client.clone(), &config.namespace);
     let mut lease = desired_lease(config, now);
     lease.metadata.managed_fields = None;
@@ -168,7 +239,6 @@ pub async fn renew(client: &Client, config: &ShardingConfig, now: SystemTime) ->
         &Patch::Apply(body),
     )
     .await
-    .map(|_| ())
     .map_err(|source| Error::Lease {
         name: config.pod_name.clone(),
         source,
@@ -177,6 +247,8 @@ pub async fn renew(client: &Client, config: &ShardingConfig, now: SystemTime) ->
 
 #[cfg(test)]
 mod tests {
+    use kube::runtime::{reflector, watcher};
+
     use super::*;
 
     fn lease(holder: &str, renewed: SystemTime) -> Lease {
@@ -232,8 +304,157 @@ mod tests {
         }
     }
 
+    fn rendezvous(me: &str, leases: &[Lease]) -> (Sharding, reflector::store::Writer<Lease>) {
+        let (store, mut writer) = reflector::store::<Lease>();
+        for l in leases {
+            writer.apply_watcher_event(&watcher::Event::Apply(l.clone()));
+        }
+        let config = ShardingConfig {
+            namespace: "mesh-controller".into(),
+            pod_name: me.into(),
+            pod_uid: "uid".into(),
+            application: "mesh-controller".into(),
+        };
+        (
+            Sharding::Rendezvous {
+                config,
+                leases: store,
+            },
+            writer,
+        )
+    }
+
+    #[test]
+    fn a_deleted_lease_hands_its_requests_over_at_once_not_at_expiry() {
+        let now = SystemTime::now();
+        let b = lease("b", now);
+        let (a_view, mut writer) = rendezvous("a", &[lease("a", now), b.clone()]);
+        let items: Vec<String> = (0..200).map(|i| format!("ns/pcr-{i}")).collect();
+        let of_b: Vec<&String> = items.iter().filter(|i| !a_view.owns(i, now)).collect();
+        assert!(of_b.len() > 50, "b owns {} of 200", of_b.len());
+        // b's Lease is still live for 15 s; its deletion (a watch Delete event) must not
+        // wait for that.
+        writer.apply_watcher_event(&watcher::Event::Delete(b));
+        for item in &items {
+            assert!(a_view.owns(item, now), "{item} still not a's after b left");
+        }
+    }
+
+    #[test]
+    fn an_expired_lease_hands_its_requests_over_without_an_event() {
+        let now = SystemTime::now();
+        let (a_view, _writer) = rendezvous("a", &[lease("a", now), lease("b", now)]);
+        let item = (0..100)
+            .map(|i| format!("ns/pcr-{i}"))
+            .find(|i| !a_view.owns(i, now))
+            .expect("b owns something");
+        // a renews (its Lease is re-applied); b does not: past 15 s only a is live.
+        let later = now + LEASE_DURATION + Duration::from_secs(1);
+        let (a_view, _writer) = rendezvous("a", &[lease("a", later), lease("b", now)]);
+        assert!(a_view.owns(&item, later));
+    }
+
+    #[test]
+    fn release_is_conditional_on_the_uid_and_version_last_written() {
+        let mut held = lease("a", SystemTime::now());
+        assert_eq!(
+            release_preconditions(&held),
+            None,
+            "nothing known: nothing deleted"
+        );
+        held.metadata.uid = Some("u-1".into());
+        held.metadata.resource_version = Some("42".into());
+        assert_eq!(
+            release_preconditions(&held),
+            Some(Preconditions {
+                uid: Some("u-1".into()),
+                resource_version: Some("42".into()),
+            })
+        );
+    }
+
     #[test]
     fn no_live_replica_owns_nothing() {
         assert_eq!(assigned_replica("ns/x", &[]), None);
+    }
+}
+
+#[cfg(test)]
+mod release_tests {
+    use http::{Method, Request, Response, StatusCode};
+    use kube::client::Body;
+    use tower_test::mock;
+
+    use super::*;
+
+    fn config() -> ShardingConfig {
+        ShardingConfig {
+            namespace: "mesh-controller".into(),
+            pod_name: "signer-b".into(),
+            pod_uid: "pod-uid".into(),
+            application: "podtls-signer".into(),
+        }
+    }
+
+    fn held() -> Lease {
+        let mut lease = desired_lease(&config(), SystemTime::now());
+        lease.metadata.uid = Some("lease-uid".into());
+        lease.metadata.resource_version = Some("42".into());
+        lease
+    }
+
+    /// Runs `release` against a mock that answers the one request with `status`; returns
+    /// the outcome and the request's method, path and JSON body.
+    async fn release_answered(
+        status: StatusCode,
+    ) -> (Result<Released, Error>, Method, String, serde_json::Value) {
+        let (service, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+        let client = Client::new(service, "default");
+        let task = tokio::spawn(async move { release(&client, &config(), &held()).await });
+        let (request, send) = handle.next_request().await.expect("a request");
+        let (parts, body) = request.into_parts();
+        let body: serde_json::Value =
+            serde_json::from_slice(&body.collect_bytes().await.unwrap()).unwrap();
+        let answer = if status.is_success() {
+            serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Success"})
+        } else {
+            serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                               "reason": "Conflict", "message": "precondition", "code": status.as_u16()})
+        };
+        send.send_response(
+            Response::builder()
+                .status(status)
+                .body(Body::from(serde_json::to_vec(&answer).unwrap()))
+                .unwrap(),
+        );
+        let outcome = task.await.unwrap();
+        assert!(handle.next_request().await.is_none(), "a second request");
+        (outcome, parts.method, parts.uri.path().to_string(), body)
+    }
+
+    #[tokio::test]
+    async fn release_deletes_only_the_version_this_replica_wrote() {
+        let (outcome, method, path, body) = release_answered(StatusCode::OK).await;
+        assert_eq!(outcome.unwrap(), Released::Deleted);
+        assert_eq!(method, Method::DELETE);
+        assert_eq!(
+            path,
+            "/apis/coordination.k8s.io/v1/namespaces/mesh-controller/leases/signer-b"
+        );
+        assert_eq!(body["preconditions"]["uid"], "lease-uid");
+        assert_eq!(body["preconditions"]["resourceVersion"], "42");
+    }
+
+    #[tokio::test]
+    async fn a_lease_written_by_someone_else_since_is_left_alone() {
+        let (outcome, ..) = release_answered(StatusCode::CONFLICT).await;
+        assert_eq!(outcome.unwrap(), Released::ChangedSince);
+        let (outcome, ..) = release_answered(StatusCode::NOT_FOUND).await;
+        assert_eq!(outcome.unwrap(), Released::AlreadyGone);
+        let (outcome, ..) = release_answered(StatusCode::FORBIDDEN).await;
+        assert!(
+            matches!(outcome, Err(Error::ReleaseLease { .. })),
+            "{outcome:?}"
+        );
     }
 }

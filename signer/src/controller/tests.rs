@@ -897,3 +897,69 @@ fn invalid_trust_domain_is_rejected_before_anything_runs() {
         assert!(parse_trust_domain(bad).is_err(), "{bad:?} accepted");
     }
 }
+
+fn listed_bundle(name: &str, signer: &str, manager: &str) -> Value {
+    json!({
+        "apiVersion": "certificates.k8s.io/v1beta1",
+        "kind": "ClusterTrustBundle",
+        "metadata": {
+            "name": name,
+            "uid": format!("uid-{name}"),
+            "resourceVersion": "41",
+            "managedFields": [{"manager": manager, "operation": "Apply", "apiVersion": "certificates.k8s.io/v1beta1"}],
+        },
+        "spec": {"signerName": signer, "trustBundle": ""},
+    })
+}
+
+#[tokio::test]
+async fn trust_bundle_of_a_disabled_signer_is_deleted_with_preconditions_and_others_kept() {
+    let (ctx, mut handle) = Setup::spiffe().context();
+    let client = ctx.client.clone();
+    drop(ctx);
+    let task =
+        tokio::spawn(async move { collect_trust_bundles(&client, &ctb_api(), &[spiffe()]).await });
+    let (parts, _, send) = next(&mut handle).await;
+    assert_eq!(parts.method, Method::GET);
+    assert_eq!(
+        parts.uri.path(),
+        "/apis/certificates.k8s.io/v1beta1/clustertrustbundles"
+    );
+    reply(
+        send,
+        StatusCode::OK,
+        &json!({
+            "apiVersion": "certificates.k8s.io/v1beta1",
+            "kind": "ClusterTrustBundleList",
+            "metadata": {"resourceVersion": "50"},
+            "items": [
+                listed_bundle("row-major.net:spiffe:primary-bundle", "row-major.net/spiffe", FIELD_MANAGER),
+                listed_bundle("row-major.net:service-dns:primary-bundle", "row-major.net/service-dns", FIELD_MANAGER),
+                listed_bundle("example.com:other:primary-bundle", "example.com/other", "someone-else"),
+            ],
+        }),
+    );
+    let (parts, body, send) = next(&mut handle).await;
+    assert_eq!(parts.method, Method::DELETE);
+    assert_eq!(
+        parts.uri.path(),
+        "/apis/certificates.k8s.io/v1beta1/clustertrustbundles/row-major.net:service-dns:primary-bundle"
+    );
+    assert_eq!(
+        body["preconditions"],
+        json!({"uid": "uid-row-major.net:service-dns:primary-bundle", "resourceVersion": "41"}),
+        "{body}"
+    );
+    reply(
+        send,
+        StatusCode::OK,
+        &listed_bundle(
+            "row-major.net:service-dns:primary-bundle",
+            "row-major.net/service-dns",
+            FIELD_MANAGER,
+        ),
+    );
+    let deleted = task.await.unwrap().unwrap();
+    assert_eq!(deleted, ["row-major.net:service-dns:primary-bundle"]);
+    assert_no_more_requests(handle).await;
+}

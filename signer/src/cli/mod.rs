@@ -1,0 +1,4 @@
+//! The CA pool commands of the `signer` binary.
+
+pub mod ca;
+pub mod pool_store;
