@@ -25,6 +25,7 @@
 //! issuance benchmark is `benches/issuance.rs`.
 
 mod cluster;
+mod histogram;
 mod http;
 mod manifests;
 mod mesh;
@@ -35,6 +36,7 @@ pub use cluster::{
     client_from_kubeconfig, harness_binary, harness_dir, tail, write_token_kubeconfig,
     PodCertificate, PodState, Release, State, TestCluster,
 };
+pub use histogram::Histogram;
 pub use http::{http_request, HttpResponse};
 pub use manifests::{
     apply, apply_all, container_command, create_pod_from_template, describe, load as load_manifest,

@@ -88,18 +88,23 @@ pub struct ServiceInfo {
 }
 
 impl ServiceInfo {
+    /// Whether this Service selects any pod at all: a type that routes to pods
+    /// (ClusterIP, NodePort, LoadBalancer) and a non-empty selector (an empty one means
+    /// "endpoints managed by hand").
+    pub fn can_select_pods(&self) -> bool {
+        matches!(
+            self.service_type,
+            ServiceType::ClusterIp | ServiceType::NodePort | ServiceType::LoadBalancer
+        ) && !self.selector.is_empty()
+    }
+
     /// Whether this Service selects `pod` by label, as the endpoints controller does:
     /// same namespace, a type that routes to pods (ClusterIP, NodePort, LoadBalancer),
     /// a non-empty selector (an empty one means "endpoints managed by hand"), and every
     /// selector pair present in the pod's labels.
     pub fn selects(&self, pod: &PodInfo) -> bool {
-        let routes_to_pods = matches!(
-            self.service_type,
-            ServiceType::ClusterIp | ServiceType::NodePort | ServiceType::LoadBalancer
-        );
-        routes_to_pods
+        self.can_select_pods()
             && self.namespace == pod.namespace
-            && !self.selector.is_empty()
             && self
                 .selector
                 .iter()
@@ -122,6 +127,8 @@ pub struct PodSnapshot {
     /// The ServiceAccount with the request's namespace and `spec.serviceAccountName`, if
     /// the cache has it.
     pub service_account: Option<ObjectIdentity>,
-    /// The Services of the pod's namespace (others are ignored; service-dns only).
+    /// Services of the pod's namespace (service-dns only); only those that
+    /// [select](ServiceInfo::selects) the pod count (the controller passes just those,
+    /// from its [`ServiceIndex`](crate::ServiceIndex)).
     pub services: Vec<ServiceInfo>,
 }

@@ -19,6 +19,7 @@ mod reconcile;
 mod replica;
 mod requester_policy;
 mod run;
+mod service_cache;
 mod sharding;
 mod trust_bundle_gc;
 mod trust_bundles;
@@ -39,11 +40,15 @@ pub use error::Error;
 pub use metrics::Metrics;
 pub use pool_watch::{spawn as watch_pool, PoolState, DEFAULT_RELOAD_PERIOD};
 pub use reconcile::{
-    error_policy, reconcile, service_info, snapshot, Clock, Context, API_ERROR_RETRY,
-    PENDING_RECHECK, SIGNER_ERROR_RETRY,
+    error_policy, reconcile, snapshot, Clock, Context, API_ERROR_RETRY, PENDING_RECHECK,
+    SIGNER_ERROR_RETRY,
 };
 pub use requester_policy::{PolicyState, REQUESTER_POLICY_BINDING};
 pub use run::{run, ControllerConfig, SignerSetup};
+pub use service_cache::{
+    maintain as maintain_service_cache, service_cache, service_info, ServiceCache,
+    ServiceCacheWriter,
+};
 pub use sharding::{
     assigned_replica, desired_lease, fnv1_64, live_replicas, release_preconditions, Released,
     Sharding, ShardingConfig, LEASE_DURATION, LEASE_RENEWAL_PERIOD, MEMBERSHIP_CHECK_PERIOD,

@@ -1,14 +1,12 @@
 //! The reconciler: one PodCertificateRequest in, at most one status write out.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
-use k8s_openapi::api::core::v1::Service;
 use kube::api::PostParams;
 use kube::core::{ApiResource, TypeMeta};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
-use kube::runtime::reflector::Store;
 use kube::{Api, Client, Resource as _};
 use tokio::sync::watch;
 
@@ -19,10 +17,11 @@ use super::api_types::{
 use super::cluster_view::{read_live, ClusterView};
 use super::metrics::Metrics;
 use super::pool_watch::PoolState;
+use super::service_cache::ServiceCache;
 use super::sharding::{Sharding, LEASE_RENEWAL_PERIOD};
 use super::Error;
 use crate::{
-    issue, IssuanceRequest, NotIssued, PodSnapshot, ServiceInfo, SignerConfig, SignerKind,
+    issue, IssuanceRequest, NotIssued, PodInfo, PodSnapshot, ServiceInfo, SignerConfig, SignerKind,
 };
 
 /// How soon a pending request (pod, Node, ServiceAccount or Service not in the caches
@@ -50,8 +49,8 @@ pub struct Context {
     pub pool: watch::Receiver<PoolState>,
     /// Pods, Nodes and ServiceAccounts: what every request is checked against.
     pub cluster: ClusterView,
-    /// Services (service-dns signer; empty otherwise).
-    pub services: Store<Service>,
+    /// Services, indexed by namespace and selector (service-dns signer; empty otherwise).
+    pub services: ServiceCache,
     /// Which requests this replica handles.
     pub sharding: Sharding,
     /// Metrics.
@@ -99,7 +98,10 @@ pub async fn reconcile(
     let mut current = (*pcr).clone();
     for attempt in 0..2 {
         let now = (ctx.clock)();
-        let (status, outcome) = match decide(&current, &ctx, now).await? {
+        let started = Instant::now();
+        let decision = decide(&current, &ctx, now).await;
+        ctx.metrics.decided(&ctx.signer.name, started.elapsed());
+        let (status, outcome) = match decision? {
             Decision::Write(status, outcome) => (status, outcome),
             Decision::Requeue(action) => return Ok(action),
         };
@@ -198,10 +200,9 @@ async fn decide(
                 // Judged from the caches, which may lag: a denial is final for the pod,
                 // so it is written only if the objects read live say the same.
                 Err(NotIssued::Denied(denial)) if denial.reason.depends_on_cluster_state() => {
-                    let live = PodSnapshot {
-                        services: cached.services,
-                        ..read_live(&ctx.client, &request).await?
-                    };
+                    let mut live = read_live(&ctx.client, &request).await?;
+                    // The Services (from the cache) that select the pod as read live.
+                    live.services = services(ctx, live.pod.as_ref());
                     let confirmed = issue(&request, &ctx.signer, pool.signing_ca(), &live, now);
                     if confirmed.as_ref().err().and_then(NotIssued::as_denial) != Some(&denial) {
                         tracing::info!(request = %request_key, cached = %denial, "the caches suggested a denial the live objects do not confirm");
@@ -249,32 +250,20 @@ async fn decide(
 }
 
 /// The cluster state for one request, from the watch caches: the pod, Node and
-/// ServiceAccount it names, and (service-dns) the Services of its namespace.
+/// ServiceAccount it names, and (service-dns) the Services that select the pod.
 pub fn snapshot(ctx: &Context, request: &IssuanceRequest) -> PodSnapshot {
     let mut snapshot = ctx.cluster.cached(request);
-    if matches!(ctx.signer.kind, SignerKind::ServiceDns) {
-        snapshot.services = ctx
-            .services
-            .state()
-            .iter()
-            .filter(|s| s.metadata.namespace.as_deref() == Some(request.namespace.as_str()))
-            .map(|s| service_info(s))
-            .collect();
-    }
+    snapshot.services = services(ctx, snapshot.pod.as_ref());
     snapshot
 }
 
-/// The issuer's view of a Service.
-pub fn service_info(s: &Service) -> ServiceInfo {
-    let spec = s.spec.as_ref();
-    ServiceInfo {
-        namespace: s.metadata.namespace.clone().unwrap_or_default(),
-        name: s.metadata.name.clone().unwrap_or_default(),
-        service_type: spec
-            .and_then(|s| s.type_.as_deref())
-            .unwrap_or_default()
-            .into(),
-        selector: spec.and_then(|s| s.selector.clone()).unwrap_or_default(),
+/// The service-dns signer's Services for `pod`: only those that select it, found
+/// through the index, so this costs what the pod's labels and namespace cost, whatever
+/// the size of the cluster. Other signers read none.
+fn services(ctx: &Context, pod: Option<&PodInfo>) -> Vec<ServiceInfo> {
+    match (&ctx.signer.kind, pod) {
+        (SignerKind::ServiceDns, Some(pod)) => ctx.services.selecting(pod),
+        _ => Vec::new(),
     }
 }
 

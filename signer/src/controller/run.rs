@@ -13,17 +13,17 @@ use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::Service;
 use kube::runtime::controller::Controller;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector;
 use kube::runtime::{watcher, WatchStreamExt as _};
 use kube::{Api, Client};
 use tokio::sync::watch;
 
-use super::cluster_view::{drain, ClusterView};
+use super::cluster_view::ClusterView;
 use super::discovery::discover;
 use super::metrics::Metrics;
 use super::pool_watch::{self, PoolState};
 use super::reconcile::{error_policy, reconcile, Context};
 use super::replica::Replica;
+use super::service_cache::{self, service_cache};
 use super::sharding::{Released, Sharding, ShardingConfig};
 use super::{admin, ca_status, requester_policy, trust_bundle_gc, trust_bundles, Error};
 use crate::{SignerConfig, SignerKind};
@@ -133,26 +133,22 @@ pub async fn run(client: Client, config: ControllerConfig) -> Result<(), Error> 
         .signers
         .iter()
         .any(|s| matches!(s.config.kind, SignerKind::ServiceDns));
-    let (services, services_writer) = reflector::store::<Service>();
+    let (services, services_writer) = service_cache();
     if needs_services {
-        let service_stream = reflector::reflector(
-            services_writer,
-            watcher(
-                Api::<Service>::all(client.clone()),
-                watcher::Config::default().any_semantic(),
-            )
-            .modify(|s: &mut Service| {
-                s.metadata.managed_fields = None;
-                s.status = None;
-            }),
+        // Indexed by namespace and selector; only name, namespace, type and selector
+        // are kept (`service_cache`).
+        let service_stream = watcher(
+            Api::<Service>::all(client.clone()),
+            watcher::Config::default().any_semantic(),
         )
         .default_backoff();
-        tokio::spawn(drain("services", service_stream));
-        services
-            .wait_until_ready()
-            .await
-            .map_err(|_| Error::CacheNotReady { what: "services" })?;
-        tracing::info!(services = services.state().len(), "service cache ready");
+        tokio::spawn(service_cache::maintain(
+            services_writer,
+            service_stream,
+            metrics.clone(),
+        ));
+        services.wait_until_ready().await?;
+        tracing::info!(services = services.len(), "service cache ready");
     }
 
     let replica = match &config.sharding {

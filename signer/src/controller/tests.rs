@@ -18,8 +18,6 @@ use kube::client::Body;
 use kube::core::{ApiResource, PartialObjectMeta, PartialObjectMetaExt as _, TypeMeta};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector;
-use kube::runtime::watcher;
 use kube::Client;
 use serde_json::{json, Value};
 use tokio::sync::watch;
@@ -152,10 +150,7 @@ impl Setup {
         let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
         let client = Client::new(service, "default");
         let cluster = ClusterView::from_objects(self.pods, self.nodes, self.service_accounts);
-        let (services, mut services_writer) = reflector::store::<Service>();
-        for s in self.services {
-            services_writer.apply_watcher_event(&watcher::Event::Apply(s));
-        }
+        let services = ServiceCache::fixed(self.services);
         let (_tx, pool) = watch::channel(self.pool);
         let ctx = Context {
             client: client.clone(),
