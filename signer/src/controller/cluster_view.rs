@@ -282,7 +282,7 @@ fn identity(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -
     }
 }
 
-pub(super) async fn drain<S, T>(what: &'static str, stream: S)
+async fn drain<S, T>(what: &'static str, stream: S)
 where
     S: futures::Stream<Item = Result<T, watcher::Error>>,
 {
