@@ -133,6 +133,16 @@ impl Proc {
         self.lines.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// The last line printed that is a JSON object with a `failed` field: the summary
+    /// demo-client's load mode prints with `--output=json`.
+    pub fn load_summary(&self) -> Option<serde_json::Value> {
+        self.lines().iter().rev().find_map(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .filter(|v| v.get("failed").is_some())
+        })
+    }
+
     /// The last lines printed, for failure messages.
     pub fn tail(&self, n: usize) -> String {
         let lines = self.lines();

@@ -99,18 +99,9 @@ impl LoadRuns {
                             &logs,
                         )?;
                         let code = load.wait(Duration::from_secs(60))?;
-                        let summary = load
-                            .lines()
-                            .iter()
-                            .rev()
-                            .find_map(|l| {
-                                serde_json::from_str::<Value>(l)
-                                    .ok()
-                                    .filter(|v| v.get("failed").is_some())
-                            })
-                            .with_context(|| {
-                                format!("load run {run}: no JSON summary:\n{}", load.tail(20))
-                            })?;
+                        let summary = load.load_summary().with_context(|| {
+                            format!("load run {run}: no JSON summary:\n{}", load.tail(20))
+                        })?;
                         ensure!(code == 0, "load run {run} exited {code}: {summary}");
                         ensure!(
                             summary["failed"] == 0,

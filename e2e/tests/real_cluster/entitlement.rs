@@ -47,14 +47,7 @@ fn start_load(mesh: &Mesh<'_>, pair: &Pair, name: &str, duration: &str) -> Resul
 fn finish_load(mut load: Proc) -> Result<Value> {
     let code = load.wait(Duration::from_secs(90))?;
     let summary: Value = load
-        .lines()
-        .iter()
-        .rev()
-        .find_map(|l| {
-            serde_json::from_str::<Value>(l)
-                .ok()
-                .filter(|v| v.get("failed").is_some())
-        })
+        .load_summary()
         .with_context(|| format!("no JSON summary from the load run:\n{}", load.tail(20)))?;
     ensure!(code == 0, "load run exited {code}: {summary}");
     ensure!(summary["failed"] == 0, "failed requests: {summary}");

@@ -59,15 +59,8 @@ pub(crate) async fn forced_refresh_rotates_without_a_failed_request(
         started.elapsed()
     );
     let code = load.wait(Duration::from_secs(60))?;
-    let out = load.lines();
-    let summary: Value = out
-        .iter()
-        .rev()
-        .find_map(|l| {
-            serde_json::from_str::<Value>(l)
-                .ok()
-                .filter(|v| v.get("failed").is_some())
-        })
+    let summary: Value = load
+        .load_summary()
         .with_context(|| format!("no JSON summary from the load run:\n{}", load.tail(20)))?;
     ensure!(code == 0, "load run exited {code}: {summary}");
     ensure!(summary["failed"] == 0, "failed requests: {summary}");
