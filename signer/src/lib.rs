@@ -71,6 +71,7 @@ mod service_index;
 mod signer_config;
 mod signing_ca;
 mod snapshot;
+mod trust_domain_map;
 
 #[cfg(any(test, feature = "test-util"))]
 pub mod test_util;
@@ -96,6 +97,7 @@ pub use signing_ca::SigningCa;
 pub use snapshot::{
     CertificateSource, ObjectIdentity, PodInfo, PodSnapshot, ServiceInfo, ServiceType,
 };
+pub use trust_domain_map::{NamespaceAssignment, TrustDomainMap};
 
 /// Re-exported: [`spiffe::TrustDomain`] appears in [`SignerKind`].
 pub use spiffe;

@@ -45,7 +45,10 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context as _};
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
-use signer::{generate_ca, parse_trust_domain, CaPool, KeyType, SignerConfig};
+use signer::{
+    generate_ca, parse_trust_domain, CaPool, KeyType, NamespaceAssignment, SignerConfig,
+    TrustDomainMap,
+};
 
 use cli::pool_store::{update_pool_secret, PoolStore};
 
@@ -186,6 +189,20 @@ struct Controller {
     /// for another type is denied with reason UnsupportedKeyType.
     #[arg(long, env = "SIGNER_SPIFFE_KEY_TYPES", value_delimiter = ',')]
     spiffe_key_types: Vec<KeyType>,
+    /// Put the pods of a namespace in another trust domain than --spiffe-trust-domain:
+    /// NAMESPACE=TRUST_DOMAIN (repeat, or comma-separate). Every such trust domain needs
+    /// its own CA pool (--spiffe-trust-domain-ca-pool); namespaces not named stay in
+    /// --spiffe-trust-domain.
+    #[arg(
+        long,
+        env = "SIGNER_SPIFFE_NAMESPACE_TRUST_DOMAIN",
+        value_delimiter = ','
+    )]
+    spiffe_namespace_trust_domain: Vec<NamespaceAssignment>,
+    /// The CA pool file of a trust domain named in --spiffe-namespace-trust-domain:
+    /// TRUST_DOMAIN=FILE (repeat, or comma-separate).
+    #[arg(long, env = "SIGNER_SPIFFE_TRUST_DOMAIN_CA_POOL", value_delimiter = ',', value_parser = parse_pool_file)]
+    spiffe_trust_domain_ca_pool: Vec<(String, PathBuf)>,
     /// Run the pod-identity signer (row-major.net/pod-identity), as meshtool's flag. NOT
     /// IMPLEMENTED YET: the controller refuses to start when this is set.
     #[arg(long, env = "SIGNER_ENABLE_POD_IDENTITY_SIGNER", num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set, default_value_t = false)]
@@ -397,6 +414,7 @@ fn controller(args: &Controller) -> anyhow::Result<()> {
             pool_file: path.to_path_buf(),
         });
     }
+    let trust_domains = trust_domains_config(args)?;
     if signers.len() == 2 && signers[0].config.name == signers[1].config.name {
         bail!(
             "the two signers have the same name {:?}",
@@ -437,6 +455,7 @@ fn controller(args: &Controller) -> anyhow::Result<()> {
         concurrency: args.concurrency.max(1),
         reporter: "podtls-signer".into(),
         ca_expiry_warning: args.ca_expiry_warning,
+        trust_domains,
     };
     runtime()?.block_on(async {
         let client = client(args.kubeconfig.as_deref(), args.in_cluster).await?;
@@ -444,6 +463,46 @@ fn controller(args: &Controller) -> anyhow::Result<()> {
         Ok(())
     })
 }
+/// `TRUST_DOMAIN=FILE`.
+fn parse_pool_file(given: &str) -> Result<(String, PathBuf), String> {
+    let (td, path) = given
+        .split_once('=')
+        .ok_or_else(|| format!("{given:?}: expected TRUST_DOMAIN=FILE"))?;
+    let td = parse_trust_domain(td).map_err(|e| e.to_string())?;
+    if path.is_empty() {
+        return Err(format!("{given:?}: the file is empty"));
+    }
+    Ok((td.to_string(), PathBuf::from(path)))
+}
+
+/// The spiffe signer's extra trust domains, if any are configured.
+fn trust_domains_config(
+    args: &Controller,
+) -> anyhow::Result<Option<signer::controller::TrustDomainsConfig>> {
+    if args.spiffe_namespace_trust_domain.is_empty() && args.spiffe_trust_domain_ca_pool.is_empty()
+    {
+        return Ok(None);
+    }
+    if !args.enable_spiffe_signer {
+        bail!("--spiffe-namespace-trust-domain and --spiffe-trust-domain-ca-pool need --enable-spiffe-signer");
+    }
+    let default = parse_trust_domain(
+        args.spiffe_trust_domain
+            .as_deref()
+            .context("--spiffe-trust-domain must be set with --enable-spiffe-signer")?,
+    )?;
+    let map = TrustDomainMap::new(default, args.spiffe_namespace_trust_domain.iter().cloned())?;
+    let mut pool_files = std::collections::BTreeMap::new();
+    for (td, path) in &args.spiffe_trust_domain_ca_pool {
+        if pool_files.insert(td.clone(), path.clone()).is_some() {
+            bail!("--spiffe-trust-domain-ca-pool names trust domain {td} twice");
+        }
+    }
+    let config = signer::controller::TrustDomainsConfig { map, pool_files };
+    config.validate().map_err(anyhow::Error::msg)?;
+    Ok(Some(config))
+}
+
 /// `config` restricted to `types`, or unchanged (every type) when none are given.
 fn with_key_types(config: SignerConfig, types: &[KeyType]) -> SignerConfig {
     if types.is_empty() {
@@ -479,6 +538,50 @@ mod tests {
         assert!(err.contains("--enable-pod-identity-signer"), "{err}");
         assert!(err.contains("not implemented yet"), "{err}");
         assert!(err.contains("row-major.net/pod-identity"), "{err}");
+    }
+
+    #[test]
+    fn several_trust_domains_need_a_pool_each_and_parse_strictly() {
+        let base = [
+            "--enable-spiffe-signer",
+            "--spiffe-trust-domain=a.example",
+            "--spiffe-ca-pool=/a.json",
+        ];
+        let with = |extra: &[&str]| {
+            let mut v = base.to_vec();
+            v.extend_from_slice(extra);
+            controller_args(&v)
+        };
+        assert!(trust_domains_config(&with(&[])).unwrap().is_none());
+        let config = trust_domains_config(&with(&[
+            "--spiffe-namespace-trust-domain=team-b=b.example,team-c=b.example",
+            "--spiffe-trust-domain-ca-pool=b.example=/b.json",
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(config.map.for_namespace("team-c").as_str(), "b.example");
+        assert_eq!(config.map.for_namespace("x").as_str(), "a.example");
+        let err = format!(
+            "{:#}",
+            trust_domains_config(&with(&["--spiffe-namespace-trust-domain=team-b=b.example"]))
+                .unwrap_err()
+        );
+        assert!(
+            err.contains("b.example") && err.contains("no CA pool"),
+            "{err}"
+        );
+        let bad = Cli::try_parse_from([
+            "signer",
+            "controller",
+            "--spiffe-namespace-trust-domain=team-b=B.example",
+        ]);
+        assert!(bad.unwrap_err().to_string().contains("lowercase"));
+        let bad = Cli::try_parse_from([
+            "signer",
+            "controller",
+            "--spiffe-trust-domain-ca-pool=b.example",
+        ]);
+        assert!(bad.unwrap_err().to_string().contains("TRUST_DOMAIN=FILE"));
     }
 
     #[test]

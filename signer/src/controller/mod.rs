@@ -21,6 +21,7 @@ mod requester_policy;
 mod run;
 mod service_cache;
 mod sharding;
+mod spiffe_domains;
 mod trust_bundle_gc;
 mod trust_bundles;
 
@@ -53,6 +54,7 @@ pub use sharding::{
     assigned_replica, desired_lease, fnv1_64, live_replicas, release_preconditions, Released,
     Sharding, ShardingConfig, LEASE_DURATION, LEASE_RENEWAL_PERIOD, MEMBERSHIP_CHECK_PERIOD,
 };
+pub use spiffe_domains::{TrustDomains, TrustDomainsConfig};
 pub use trust_bundle_gc::{
     collect as collect_trust_bundles, unwanted as unwanted_trust_bundles, ExistingBundle,
 };
