@@ -56,6 +56,7 @@
 //! # Ok(()) }
 //! ```
 
+mod bundle_document;
 mod ca_lifecycle;
 mod ca_pool;
 pub mod controller;
@@ -76,6 +77,10 @@ mod trust_domain_map;
 #[cfg(any(test, feature = "test-util"))]
 pub mod test_util;
 
+pub use bundle_document::{
+    parse as parse_bundle_document, render as render_bundle_document, BundleDocument,
+    BundleDocumentError, MAX_KEYS as MAX_BUNDLE_KEYS,
+};
 pub use ca_lifecycle::{CaExpiry, CaSummary, LeafHorizon, Promotion, Retirement, RETIRE_ALLOWANCE};
 pub use ca_pool::{generate_ca, CaPool, DEFAULT_CA_VALIDITY};
 pub use denial::{
