@@ -13,6 +13,7 @@ mod ca_status;
 mod cluster_view;
 mod discovery;
 mod error;
+mod federation_crd;
 mod metrics;
 mod pool_watch;
 mod reconcile;
@@ -38,6 +39,11 @@ pub use ca_status::{ExpiryLog, DEFAULT_CA_EXPIRY_WARNING, EXPIRY_RELOG_PERIOD};
 pub use cluster_view::{pod_info, read_live, strip_pod, ClusterView, MIRROR_POD_ANNOTATION};
 pub use discovery::{discover, pick as pick_served_apis, ServedApis};
 pub use error::Error;
+pub use federation_crd::{
+    crd_yaml as federation_crd_yaml, BundleEndpointProfile, BundleSource, BundleSourceKind,
+    ClusterFederatedTrustDomain, ClusterFederatedTrustDomainSpec,
+    ClusterFederatedTrustDomainStatus, EndpointProfileType, FEDERATION_GROUP,
+};
 pub use metrics::Metrics;
 pub use pool_watch::{spawn as watch_pool, PoolState, DEFAULT_RELOAD_PERIOD};
 pub use reconcile::{
