@@ -63,6 +63,7 @@ pub mod controller;
 mod denial;
 mod entitlement;
 mod error;
+mod federation;
 mod issuer;
 mod key_type;
 mod pem;
@@ -89,6 +90,10 @@ pub use denial::{
 };
 pub use entitlement::check_entitlement;
 pub use error::Error;
+pub use federation::{
+    accept as accept_peer_bundle, relationships, BundleRejection, FederationSpec, PeerBundle,
+    RefreshPolicy, Relationships,
+};
 pub use issuer::{issue, Issued, BACKDATE, MIN_LIFETIME, REFRESH_BEFORE_EXPIRY, REFRESH_MARGIN};
 pub use key_type::{KeyType, UnknownKeyType};
 pub use request::{IssuanceRequest, DEFAULT_MAX_EXPIRATION_SECONDS};
