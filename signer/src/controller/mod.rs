@@ -9,6 +9,7 @@
 
 mod admin;
 mod api_types;
+mod bundle_fetch;
 mod ca_status;
 mod cluster_view;
 mod discovery;
@@ -34,6 +35,10 @@ pub use api_types::{
     denied_status, failed_status, issuance_request, issued_status, k8s_time, system_time,
     terminal_condition, PodCertificateRequest, PodCertificateRequestSpec,
     PodCertificateRequestStatus, CONDITION_DENIED, CONDITION_FAILED, CONDITION_ISSUED,
+};
+pub use bundle_fetch::{
+    fetch as fetch_bundle, web_roots, EndpointAuth, FetchError, FetchLimits, DEFAULT_MAX_BYTES,
+    DEFAULT_TIMEOUT,
 };
 pub use ca_status::{ExpiryLog, DEFAULT_CA_EXPIRY_WARNING, EXPIRY_RELOG_PERIOD};
 pub use cluster_view::{pod_info, read_live, strip_pod, ClusterView, MIRROR_POD_ANNOTATION};
