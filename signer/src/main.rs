@@ -203,6 +203,31 @@ struct Controller {
     /// TRUST_DOMAIN=FILE (repeat, or comma-separate).
     #[arg(long, env = "SIGNER_SPIFFE_TRUST_DOMAIN_CA_POOL", value_delimiter = ',', value_parser = parse_pool_file)]
     spiffe_trust_domain_ca_pool: Vec<(String, PathBuf)>,
+    /// Federate the spiffe signer's trust domains with the peers named by
+    /// ClusterFederatedTrustDomain resources (federation-crd.yaml): one ClusterTrustBundle per
+    /// (own trust domain, peer trust domain) pair.
+    #[arg(long, env = "SIGNER_ENABLE_FEDERATION", num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set, default_value_t = false)]
+    enable_federation: bool,
+    /// PEM file of extra CA certificates trusted for https_web bundle endpoints (in
+    /// addition to the Web PKI roots).
+    #[arg(long, env = "SIGNER_FEDERATION_WEB_CA")]
+    federation_web_ca: Option<PathBuf>,
+    /// The shortest bundle refresh period, whatever the peer's spiffe_refresh_hint (and
+    /// the first retry after an error).
+    #[arg(long, env = "SIGNER_FEDERATION_MIN_REFRESH", default_value = "30s", value_parser = humantime::parse_duration)]
+    federation_min_refresh: Duration,
+    /// The longest bundle refresh period, whatever the hint (and the backoff cap).
+    #[arg(long, env = "SIGNER_FEDERATION_MAX_REFRESH", default_value = "1h", value_parser = humantime::parse_duration)]
+    federation_max_refresh: Duration,
+    /// The refresh period of a bundle without a hint, and of static bundles.
+    #[arg(long, env = "SIGNER_FEDERATION_DEFAULT_REFRESH", default_value = "5m", value_parser = humantime::parse_duration)]
+    federation_default_refresh: Duration,
+    /// The time limit of one bundle endpoint fetch.
+    #[arg(long, env = "SIGNER_FEDERATION_FETCH_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    federation_fetch_timeout: Duration,
+    /// The largest bundle document accepted from an endpoint, in bytes.
+    #[arg(long, env = "SIGNER_FEDERATION_MAX_BUNDLE_BYTES", default_value_t = signer::controller::DEFAULT_MAX_BYTES)]
+    federation_max_bundle_bytes: usize,
     /// Run the pod-identity signer (row-major.net/pod-identity), as meshtool's flag. NOT
     /// IMPLEMENTED YET: the controller refuses to start when this is set.
     #[arg(long, env = "SIGNER_ENABLE_POD_IDENTITY_SIGNER", num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set, default_value_t = false)]
@@ -456,6 +481,7 @@ fn controller(args: &Controller) -> anyhow::Result<()> {
         reporter: "podtls-signer".into(),
         ca_expiry_warning: args.ca_expiry_warning,
         trust_domains,
+        federation: federation_settings(args)?,
     };
     runtime()?.block_on(async {
         let client = client(args.kubeconfig.as_deref(), args.in_cluster).await?;
@@ -473,6 +499,48 @@ fn parse_pool_file(given: &str) -> Result<(String, PathBuf), String> {
         return Err(format!("{given:?}: the file is empty"));
     }
     Ok((td.to_string(), PathBuf::from(path)))
+}
+
+/// The federation settings, with --enable-federation.
+fn federation_settings(
+    args: &Controller,
+) -> anyhow::Result<Option<signer::controller::FederationSettings>> {
+    if !args.enable_federation {
+        return Ok(None);
+    }
+    if !args.enable_spiffe_signer {
+        bail!("--enable-federation needs --enable-spiffe-signer");
+    }
+    if args.federation_min_refresh.is_zero()
+        || args.federation_min_refresh > args.federation_max_refresh
+    {
+        bail!("--federation-min-refresh must be positive and at most --federation-max-refresh");
+    }
+    let mut extra = Vec::new();
+    if let Some(path) = &args.federation_web_ca {
+        use rustls::pki_types::pem::PemObject as _;
+        let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+            extra.push(cert.with_context(|| format!("{}: PEM", path.display()))?);
+        }
+        if extra.is_empty() {
+            bail!("{}: no CERTIFICATE block", path.display());
+        }
+    }
+    Ok(Some(signer::controller::FederationSettings {
+        refresh: signer::RefreshPolicy {
+            min: args.federation_min_refresh,
+            max: args.federation_max_refresh,
+            default: args
+                .federation_default_refresh
+                .clamp(args.federation_min_refresh, args.federation_max_refresh),
+        },
+        limits: signer::controller::FetchLimits {
+            max_bytes: args.federation_max_bundle_bytes,
+            timeout: args.federation_fetch_timeout,
+        },
+        web_roots: std::sync::Arc::new(signer::controller::web_roots(&extra)),
+    }))
 }
 
 /// The spiffe signer's extra trust domains, if any are configured.

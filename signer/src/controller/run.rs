@@ -19,6 +19,7 @@ use tokio::sync::watch;
 
 use super::cluster_view::ClusterView;
 use super::discovery::discover;
+use super::federation::FederationSettings;
 use super::metrics::Metrics;
 use super::pool_watch::{self, PoolState};
 use super::reconcile::{error_policy, reconcile, Context};
@@ -59,6 +60,8 @@ pub struct ControllerConfig {
     /// The spiffe signer's trust domains beyond its default one; `None`: one trust
     /// domain, as always.
     pub trust_domains: Option<TrustDomainsConfig>,
+    /// Federation (the spiffe signer's ClusterFederatedTrustDomain loop); `None`: off.
+    pub federation: Option<FederationSettings>,
 }
 
 /// Runs the controller until SIGTERM/Ctrl-C (graceful: in-flight reconciles finish).
@@ -187,6 +190,34 @@ pub async fn run(client: Client, config: ControllerConfig) -> Result<(), Error> 
             apis.ctb.clone(),
             setup.config.clone(),
             pool.clone(),
+            metrics.clone(),
+        ));
+    }
+
+    if config.federation.is_some() || trust_domains.is_some() {
+        let spiffe = config
+            .signers
+            .iter()
+            .zip(&pools)
+            .find(|(s, _)| matches!(s.config.kind, SignerKind::Spiffe { .. }));
+        let Some((setup, pool)) = spiffe else {
+            return Err(Error::Config {
+                reason: "federation needs the spiffe signer (--enable-spiffe-signer)".into(),
+            });
+        };
+        let own = match &trust_domains {
+            Some(domains) => domains.pools(),
+            None => match &setup.config.kind {
+                SignerKind::Spiffe { trust_domain } => vec![(trust_domain.clone(), pool.clone())],
+                SignerKind::ServiceDns => Vec::new(),
+            },
+        };
+        tokio::spawn(super::federation::run_loop(
+            client.clone(),
+            apis.ctb.clone(),
+            setup.config.name.clone(),
+            own,
+            config.federation.clone(),
             metrics.clone(),
         ));
     }

@@ -837,6 +837,9 @@ async fn trust_bundle_is_server_side_applied_with_name_labels_and_signer() {
                 "labels": {
                     "spiffe.row-major.net/canarying": "live",
                     "spiffe.row-major.net/trust-domain": "cluster.local",
+                    "k8s.spiffe.io/canarying": "live",
+                    "k8s.spiffe.io/workload-trust-domain": "cluster.local",
+                    "k8s.spiffe.io/peer-trust-domain": "cluster.local",
                 },
             },
             "spec": {"signerName": "row-major.net/spiffe", "trustBundle": expected_pem},
