@@ -61,6 +61,7 @@ mod ca_lifecycle;
 mod ca_pool;
 pub mod controller;
 mod denial;
+mod endpoint_svid;
 mod entitlement;
 mod error;
 mod federation;
@@ -88,6 +89,7 @@ pub use denial::{
     Denial, DenialReason, Failure, FailureReason, NotIssued, Pending, PendingReason,
     MAX_MESSAGE_BYTES,
 };
+pub use endpoint_svid::{issue_endpoint_svid, EndpointSvid, ENDPOINT_SVID_LIFETIME};
 pub use entitlement::check_entitlement;
 pub use error::Error;
 pub use federation::{

@@ -11,11 +11,17 @@
 //! signer make-ca-pool-secret --namespace NS --name NAME --ca-id ID [--key-type ED25519]
 //!                            [--append] [--out-file PATH | --kubeconfig PATH]
 //! signer set-signing-ca --namespace NS --name NAME --ca-id ID [--out-file PATH | --kubeconfig PATH]
+//! signer bundle-document --trust-domain TD [--kubeconfig PATH] [--out-file PATH]
+//!                        [--pool-file POOL --sequence N] [--refresh-hint 5m]
 //! signer controller [--kubeconfig PATH | --in-cluster] [--enable-service-dns-signer
 //!                   --service-dns-ca-pool FILE] [--enable-spiffe-signer
 //!                   --spiffe-trust-domain TD --spiffe-ca-pool FILE] [--sharding-...]
 //!                   [--service-dns-key-types T,..] [--spiffe-key-types T,..]
 //!                   [--admin-listen 0.0.0.0:9090] [--ca-expiry-warning 30d]
+//!                   [--spiffe-namespace-trust-domain NS=TD,.. --spiffe-trust-domain-ca-pool TD=FILE,..]
+//!                   [--enable-federation [--federation-web-ca PEM] [--federation-*-refresh D]]
+//!                   [--bundle-endpoint-listen ADDR [--bundle-endpoint-profile https_web|https_spiffe]
+//!                    [--bundle-endpoint-cert PEM --bundle-endpoint-key PEM] [--bundle-endpoint-spiffe-id ID]]
 //! ```
 //!
 //! meshtool's `--enable-pod-identity-signer` and `--pod-identity-ca-pool` are accepted, but
@@ -87,6 +93,9 @@ enum Command {
     SetSigningCa(SetSigningCa),
     /// Run the signer controller.
     Controller(Box<Controller>),
+    /// Write an own trust domain's SPIFFE bundle document (the bundle endpoint's JSON) as
+    /// a static file, e.g. for upload next to the cluster's OIDC discovery document.
+    BundleDocument(cli::bundle_document::BundleDocumentArgs),
 }
 
 #[derive(Args, Debug)]
@@ -228,6 +237,30 @@ struct Controller {
     /// The largest bundle document accepted from an endpoint, in bytes.
     #[arg(long, env = "SIGNER_FEDERATION_MAX_BUNDLE_BYTES", default_value_t = signer::controller::DEFAULT_MAX_BYTES)]
     federation_max_bundle_bytes: usize,
+    /// Serve a SPIFFE bundle endpoint (the document of one own trust domain) on this
+    /// address, e.g. 0.0.0.0:8443; "off" (default) serves none.
+    #[arg(long, env = "SIGNER_BUNDLE_ENDPOINT_LISTEN", default_value = "off")]
+    bundle_endpoint_listen: String,
+    /// The own trust domain the bundle endpoint serves (default: --spiffe-trust-domain).
+    #[arg(long, env = "SIGNER_BUNDLE_ENDPOINT_TRUST_DOMAIN")]
+    bundle_endpoint_trust_domain: Option<String>,
+    /// How the bundle endpoint authenticates itself: https_web (--bundle-endpoint-cert and
+    /// --bundle-endpoint-key) or https_spiffe (an SVID the signer issues to itself).
+    #[arg(long, env = "SIGNER_BUNDLE_ENDPOINT_PROFILE", default_value = "https_spiffe", value_parser = ["https_web", "https_spiffe"])]
+    bundle_endpoint_profile: String,
+    /// https_web: the serving certificate chain (PEM, leaf first; hot-reloaded).
+    #[arg(long, env = "SIGNER_BUNDLE_ENDPOINT_CERT")]
+    bundle_endpoint_cert: Option<PathBuf>,
+    /// https_web: the serving key (PEM; hot-reloaded).
+    #[arg(long, env = "SIGNER_BUNDLE_ENDPOINT_KEY")]
+    bundle_endpoint_key: Option<PathBuf>,
+    /// https_spiffe: the endpoint's SPIFFE ID, which peers configure as endpointSPIFFEID
+    /// (default: spiffe://<trust domain>/podtls-signer/bundle-endpoint).
+    #[arg(long, env = "SIGNER_BUNDLE_ENDPOINT_SPIFFE_ID")]
+    bundle_endpoint_spiffe_id: Option<String>,
+    /// spiffe_refresh_hint of the served document.
+    #[arg(long, env = "SIGNER_BUNDLE_ENDPOINT_REFRESH_HINT", default_value = "5m", value_parser = humantime::parse_duration)]
+    bundle_endpoint_refresh_hint: Duration,
     /// Run the pod-identity signer (row-major.net/pod-identity), as meshtool's flag. NOT
     /// IMPLEMENTED YET: the controller refuses to start when this is set.
     #[arg(long, env = "SIGNER_ENABLE_POD_IDENTITY_SIGNER", num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set, default_value_t = false)]
@@ -261,6 +294,7 @@ fn main() -> ExitCode {
         Command::MakeCaPoolSecret(args) => make_ca_pool_secret(&args),
         Command::SetSigningCa(args) => set_signing_ca(&args),
         Command::Controller(args) => controller(&args),
+        Command::BundleDocument(args) => bundle_document(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -360,6 +394,25 @@ fn set_signing_ca(args: &SetSigningCa) -> anyhow::Result<()> {
         },
     };
     cli::ca::promote(&store, &args.ca_id)
+}
+
+fn bundle_document(args: &cli::bundle_document::BundleDocumentArgs) -> anyhow::Result<()> {
+    let doc = match &args.pool_file {
+        Some(path) => cli::bundle_document::from_pool_file(args, path)?,
+        None => runtime()?.block_on(async {
+            let client = client(args.kubeconfig.as_deref(), false).await?;
+            cli::bundle_document::from_cluster(args, &client).await
+        })?,
+    };
+    match &args.out_file {
+        Some(path) => {
+            std::fs::write(path, doc.as_bytes())
+                .with_context(|| format!("writing {}", path.display()))?;
+            tracing::info!(path = %path.display(), trust_domain = %args.trust_domain, "wrote the bundle document");
+        }
+        None => println!("{doc}"),
+    }
+    Ok(())
 }
 
 /// meshtool's name of the pod-identity signer.
@@ -482,6 +535,7 @@ fn controller(args: &Controller) -> anyhow::Result<()> {
         ca_expiry_warning: args.ca_expiry_warning,
         trust_domains,
         federation: federation_settings(args)?,
+        bundle_endpoint: bundle_endpoint_config(args)?,
     };
     runtime()?.block_on(async {
         let client = client(args.kubeconfig.as_deref(), args.in_cluster).await?;
@@ -499,6 +553,56 @@ fn parse_pool_file(given: &str) -> Result<(String, PathBuf), String> {
         return Err(format!("{given:?}: the file is empty"));
     }
     Ok((td.to_string(), PathBuf::from(path)))
+}
+
+/// The bundle endpoint, with --bundle-endpoint-listen.
+fn bundle_endpoint_config(
+    args: &Controller,
+) -> anyhow::Result<Option<signer::controller::BundleEndpointConfig>> {
+    use signer::controller::ServingProfile;
+    let listen = match args.bundle_endpoint_listen.as_str() {
+        "off" | "" => return Ok(None),
+        addr => addr
+            .parse()
+            .with_context(|| format!("--bundle-endpoint-listen {addr:?} is not an address:port"))?,
+    };
+    let td = args
+        .bundle_endpoint_trust_domain
+        .as_deref()
+        .or(args.spiffe_trust_domain.as_deref())
+        .context("--bundle-endpoint-listen needs --spiffe-trust-domain (or --bundle-endpoint-trust-domain)")?;
+    let trust_domain = parse_trust_domain(td)?;
+    let profile = if args.bundle_endpoint_profile == "https_web" {
+        let (Some(chain), Some(key)) = (&args.bundle_endpoint_cert, &args.bundle_endpoint_key)
+        else {
+            bail!("--bundle-endpoint-profile=https_web needs --bundle-endpoint-cert and --bundle-endpoint-key");
+        };
+        ServingProfile::Web {
+            key: key.clone(),
+            chain: chain.clone(),
+        }
+    } else {
+        let id = match &args.bundle_endpoint_spiffe_id {
+            Some(id) => podtls_parse_spiffe_id(id)?,
+            None => podtls_parse_spiffe_id(&format!(
+                "spiffe://{trust_domain}/podtls-signer/bundle-endpoint"
+            ))?,
+        };
+        if id.trust_domain() != &trust_domain {
+            bail!("--bundle-endpoint-spiffe-id {id} is not in trust domain {trust_domain}");
+        }
+        ServingProfile::Spiffe { id }
+    };
+    Ok(Some(signer::controller::BundleEndpointConfig {
+        listen,
+        trust_domain,
+        profile,
+        refresh_hint: args.bundle_endpoint_refresh_hint,
+    }))
+}
+
+fn podtls_parse_spiffe_id(id: &str) -> anyhow::Result<signer::spiffe::SpiffeId> {
+    podtls::parse_spiffe_id(id).with_context(|| format!("SPIFFE ID {id:?}"))
 }
 
 /// The federation settings, with --enable-federation.

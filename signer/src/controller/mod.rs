@@ -9,7 +9,9 @@
 
 mod admin;
 mod api_types;
+mod bundle_endpoint;
 mod bundle_fetch;
+mod bundle_sequence;
 mod ca_status;
 mod cluster_view;
 mod discovery;
@@ -39,9 +41,17 @@ pub use api_types::{
     terminal_condition, PodCertificateRequest, PodCertificateRequestSpec,
     PodCertificateRequestStatus, CONDITION_DENIED, CONDITION_FAILED, CONDITION_ISSUED,
 };
+pub use bundle_endpoint::{
+    respond as bundle_endpoint_respond, run as run_bundle_endpoint, BundleEndpointConfig,
+    ServingProfile,
+};
 pub use bundle_fetch::{
     fetch as fetch_bundle, web_roots, EndpointAuth, FetchError, FetchLimits, DEFAULT_MAX_BYTES,
     DEFAULT_TIMEOUT,
+};
+pub use bundle_sequence::{
+    bundle_digest, next_sequence, own_bundle, sync_sequence, DIGEST_ANNOTATION,
+    SEQUENCE_ANNOTATION, SEQUENCE_FIELD_MANAGER,
 };
 pub use ca_status::{ExpiryLog, DEFAULT_CA_EXPIRY_WARNING, EXPIRY_RELOG_PERIOD};
 pub use cluster_view::{pod_info, read_live, strip_pod, ClusterView, MIRROR_POD_ANNOTATION};

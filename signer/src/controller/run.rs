@@ -17,6 +17,7 @@ use kube::runtime::{watcher, WatchStreamExt as _};
 use kube::{Api, Client};
 use tokio::sync::watch;
 
+use super::bundle_endpoint::BundleEndpointConfig;
 use super::cluster_view::ClusterView;
 use super::discovery::discover;
 use super::federation::FederationSettings;
@@ -62,6 +63,8 @@ pub struct ControllerConfig {
     pub trust_domains: Option<TrustDomainsConfig>,
     /// Federation (the spiffe signer's ClusterFederatedTrustDomain loop); `None`: off.
     pub federation: Option<FederationSettings>,
+    /// The SPIFFE bundle endpoint of one own trust domain; `None`: none.
+    pub bundle_endpoint: Option<BundleEndpointConfig>,
 }
 
 /// Runs the controller until SIGTERM/Ctrl-C (graceful: in-flight reconciles finish).
@@ -220,6 +223,49 @@ pub async fn run(client: Client, config: ControllerConfig) -> Result<(), Error> 
             config.federation.clone(),
             metrics.clone(),
         ));
+    }
+
+    if let Some(endpoint) = &config.bundle_endpoint {
+        let td = endpoint.trust_domain.as_str();
+        let spiffe = config
+            .signers
+            .iter()
+            .zip(&pools)
+            .find(|(s, _)| matches!(s.config.kind, SignerKind::Spiffe { .. }));
+        let pool = match (&trust_domains, spiffe) {
+            (Some(domains), Some(_)) => domains.pool(td).cloned(),
+            (None, Some((setup, pool))) => match &setup.config.kind {
+                SignerKind::Spiffe { trust_domain } if trust_domain.as_str() == td => {
+                    Some(pool.clone())
+                }
+                _ => None,
+            },
+            (_, None) => None,
+        };
+        let (Some(pool), Some((setup, _))) = (pool, spiffe) else {
+            return Err(Error::Config {
+                reason: format!(
+                    "the bundle endpoint serves trust domain {td}, which the spiffe signer does not serve"
+                ),
+            });
+        };
+        let (client, api, name, endpoint) = (
+            client.clone(),
+            apis.ctb.clone(),
+            setup.config.name.clone(),
+            endpoint.clone(),
+        );
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let result = super::bundle_endpoint::run(client, api, name, endpoint, pool).await;
+            let _ = started_tx.send(result);
+        });
+        // A bind or certificate error ends the task at once: report it at start-up.
+        if let Ok(Ok(Err(error))) =
+            tokio::time::timeout(Duration::from_millis(500), started_rx).await
+        {
+            return Err(error);
+        }
     }
 
     tokio::spawn(requester_policy::watch(client.clone(), metrics.clone()));
