@@ -226,6 +226,17 @@ pub async fn run(
         });
     }
 
+    tracing::info!(addr = %config.listen, trust_domain = %config.trust_domain, profile = ?config.profile, "SPIFFE bundle endpoint listening");
+    serve(listener, cert, doc_rx).await
+}
+
+/// Serves `doc` (the current document; `None`: 503) over TLS with `resolver`'s
+/// certificate on `listener`, forever. Each handshake has 10 s, each connection 60 s.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    resolver: Arc<dyn ResolvesServerCert>,
+    doc: watch::Receiver<Option<Arc<String>>>,
+) -> Result<(), Error> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -233,9 +244,8 @@ pub async fn run(
             reason: format!("bundle endpoint TLS: {e}"),
         })?
         .with_no_client_auth()
-        .with_cert_resolver(cert);
+        .with_cert_resolver(resolver);
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-    tracing::info!(addr = %config.listen, trust_domain = %config.trust_domain, profile = ?config.profile, "SPIFFE bundle endpoint listening");
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -246,7 +256,7 @@ pub async fn run(
             }
         };
         let acceptor = acceptor.clone();
-        let doc_rx = doc_rx.clone();
+        let doc_rx = doc.clone();
         tokio::spawn(async move {
             let tls =
                 match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {

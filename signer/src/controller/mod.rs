@@ -42,8 +42,8 @@ pub use api_types::{
     PodCertificateRequestStatus, CONDITION_DENIED, CONDITION_FAILED, CONDITION_ISSUED,
 };
 pub use bundle_endpoint::{
-    respond as bundle_endpoint_respond, run as run_bundle_endpoint, BundleEndpointConfig,
-    ServingProfile,
+    respond as bundle_endpoint_respond, run as run_bundle_endpoint, serve as serve_bundle_endpoint,
+    BundleEndpointConfig, ServingProfile,
 };
 pub use bundle_fetch::{
     fetch as fetch_bundle, web_roots, EndpointAuth, FetchError, FetchLimits, DEFAULT_MAX_BYTES,
