@@ -131,6 +131,20 @@ pub struct ConnArgs {
     #[arg(long, env = "DEMO_CLIENT_SPIFFE_TRUST_BUNDLE")]
     pub spiffe_trust_bundle: Option<PathBuf>,
 
+    /// SPIFFE credential folder (draft SPIFFE Filesystem Delivery standard):
+    /// our credentials (`credential-bundle.private-key.x509.pem`) and one
+    /// `<trust-domain>.spiffe-trust-bundle.x509.pem` per trust domain,
+    /// followed as they come and go. Full SPIFFE: the server is verified
+    /// against its own trust domain's bundle; --server-spiffe-id /
+    /// --server-trust-domain narrow who is accepted (default: any server
+    /// that verifies). Replaces --client-cred-bundle and the bundle flags.
+    #[arg(
+        long,
+        env = "SPIFFE_CREDENTIAL_FOLDER",
+        conflicts_with_all = ["client_cred_bundle", "spiffe_trust_bundle", "server_trust_bundle"]
+    )]
+    pub credential_folder: Option<PathBuf>,
+
     /// Connect to ADDR whenever the URL names HOST:PORT, still verifying HOST
     /// (like curl's --resolve); repeatable. Format: HOST:PORT:ADDR.
     #[arg(long, env = "DEMO_CLIENT_RESOLVE", value_delimiter = ',')]

@@ -58,7 +58,10 @@ impl Setup {
         let spiffe_mode = args.server_spiffe_id.is_some() || args.server_trust_domain.is_some();
         let mut builder = PodTls::builder().timing(podtls::ReloadTiming::default());
         let mut server_td = None;
-        if spiffe_mode {
+        let folder = args.credential_folder.is_some();
+        if let Some(folder) = &args.credential_folder {
+            builder = builder.credential_folder(folder);
+        } else if spiffe_mode {
             let Some(bundle) = &args.spiffe_trust_bundle else {
                 bail!(
                     "--server-spiffe-id / --server-trust-domain need --spiffe-trust-bundle <file>"
@@ -84,6 +87,21 @@ impl Setup {
         if let Some(creds) = &args.client_cred_bundle {
             builder = builder.credential_bundle(creds);
         }
+        if folder {
+            server_td = match (&args.server_spiffe_id, &args.server_trust_domain) {
+                (Some(id), _) => Some(
+                    parse_spiffe_id(id)
+                        .with_context(|| format!("--server-spiffe-id {id:?}"))?
+                        .trust_domain()
+                        .clone(),
+                ),
+                (None, Some(td)) => Some(
+                    parse_trust_domain(td)
+                        .with_context(|| format!("--server-trust-domain {td:?}"))?,
+                ),
+                (None, None) => None,
+            };
+        }
         let pod = builder.start()?;
         if !pod.is_ready() {
             if args.wait_for_credentials.is_zero() {
@@ -101,6 +119,11 @@ impl Setup {
             pod.ready(args.wait_for_credentials).await?;
         }
         let server_auth = match (server_td, &args.server_spiffe_id) {
+            // A folder without a server policy: any server whose chain
+            // verifies against its own trust domain's bundle in the folder.
+            (None, _) if folder => {
+                ServerAuth::Spiffe(pod.spiffe_bundles().clone(), Authorizer::any())
+            }
             (Some(_), Some(id)) => ServerAuth::Spiffe(
                 pod.spiffe_bundles().clone(),
                 Authorizer::exact(parse_spiffe_id(id)?),

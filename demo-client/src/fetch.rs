@@ -41,10 +41,16 @@ pub async fn run(setup: &Setup, interval: Duration, count: Option<u64>, max_age:
             .unwrap_or_else(|| "-".into());
         let now = podtls::format_time(std::time::SystemTime::now());
         let line = match out.status {
+            // `server_trust_domain=` only for a SPIFFE server, after the
+            // serials, so readers of the older line still find their fields.
             Some(code) => format!(
-                "{now} {code} {} server_serial={} client_serial={client_serial} {}",
+                "{now} {code} {} server_serial={} client_serial={client_serial} {}{}",
                 out.alpn.as_deref().unwrap_or("-"),
                 out.server_serial.as_deref().unwrap_or("-"),
+                out.server_trust_domain
+                    .as_ref()
+                    .map(|td| format!("server_trust_domain={td} "))
+                    .unwrap_or_default(),
                 out.body
             ),
             None => format!("{now} FAILED client_serial={client_serial} {}", out.body),

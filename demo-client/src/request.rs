@@ -22,6 +22,8 @@ pub struct Outcome {
     pub client_serial: Option<String>,
     /// Negotiated protocol (h2 / http/1.1).
     pub alpn: Option<String>,
+    /// The server's SPIFFE trust domain, when its certificate is an X509-SVID.
+    pub server_trust_domain: Option<String>,
     /// Round-trip time.
     pub latency: Duration,
 }
@@ -65,6 +67,11 @@ pub async fn get(client: &HttpClient, url: &Uri, timeout: Duration) -> Outcome {
                 .as_ref()
                 .and_then(|i| i.certificate.as_ref())
                 .map(|c| c.serial.clone()),
+            server_trust_domain: info
+                .as_ref()
+                .and_then(|i| i.certificate.as_ref())
+                .and_then(|c| c.spiffe_id.as_ref())
+                .map(|id| id.trust_domain().to_string()),
             alpn: info.and_then(|i| i.alpn),
             latency: start.elapsed(),
         },
@@ -74,6 +81,7 @@ pub async fn get(client: &HttpClient, url: &Uri, timeout: Duration) -> Outcome {
             body: e,
             server_serial: None,
             alpn: None,
+            server_trust_domain: None,
             latency: start.elapsed(),
         },
         Err(_) => Outcome {
@@ -82,6 +90,7 @@ pub async fn get(client: &HttpClient, url: &Uri, timeout: Duration) -> Outcome {
             body: format!("timed out after {timeout:?}"),
             server_serial: None,
             alpn: None,
+            server_trust_domain: None,
             latency: start.elapsed(),
         },
     }

@@ -64,7 +64,21 @@ fn route<B>(req: &Request<B>, pod: &PodTls, metrics: &Metrics) -> Response<Full<
                 }
                 body.push('\n');
             }
-            let code = if statuses.iter().all(podtls::Status::is_ready) {
+            for t in pod.trust_domain_statuses() {
+                let state = match (t.loaded, t.is_de_federated()) {
+                    (_, true) => "de-federated",
+                    (true, false) => "loaded",
+                    (false, false) => "not loaded",
+                };
+                let own = if t.own { " (own)" } else { "" };
+                body.push_str(&format!(
+                    "trust domain {}{own}: {state}, {} anchors\n",
+                    t.trust_domain, t.anchors
+                ));
+            }
+            // With a credential folder, peer trust domains come and go:
+            // ready means credentials + the own trust domain's bundle.
+            let code = if pod.is_ready() {
                 StatusCode::OK
             } else {
                 StatusCode::SERVICE_UNAVAILABLE

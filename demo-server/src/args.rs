@@ -35,6 +35,20 @@ pub struct Args {
     #[arg(long, env = "DEMO_SERVER_CREDS", conflicts_with_all = ["server_key", "server_chain"])]
     pub server_creds: Option<PathBuf>,
 
+    /// SPIFFE credential folder (draft SPIFFE Filesystem Delivery standard):
+    /// `credential-bundle.private-key.x509.pem` and one
+    /// `<trust-domain>.spiffe-trust-bundle.x509.pem` per trust domain, the
+    /// trust domains followed as they come and go (federation,
+    /// de-federation). Replaces --server-creds / --server-key and the
+    /// SPIFFE bundle flags; SPIFFE clients of every trust domain in the
+    /// folder are verified against their own trust domain's bundle.
+    #[arg(
+        long,
+        env = "SPIFFE_CREDENTIAL_FOLDER",
+        conflicts_with_all = ["server_creds", "server_key", "server_chain", "spiffe_trust_bundle", "spiffe_bundles"]
+    )]
+    pub credential_folder: Option<PathBuf>,
+
     /// Private key file (kubelet's `keyPath`); use with --server-chain.
     #[arg(long, env = "DEMO_SERVER_KEY", requires = "server_chain")]
     pub server_key: Option<PathBuf>,

@@ -16,6 +16,8 @@ pub enum Credentials {
     Bundle(PathBuf),
     /// Separate key and chain files.
     KeyAndChain(PathBuf, PathBuf),
+    /// A SPIFFE credential folder (credentials and every trust domain's bundle).
+    Folder(PathBuf),
 }
 
 /// SPIFFE client authentication settings.
@@ -45,11 +47,18 @@ impl Config {
     /// A message naming the flags that do not fit together, or the value
     /// that is invalid.
     pub fn from_args(args: &Args) -> Result<Config> {
-        let credentials = match (&args.server_creds, &args.server_key, &args.server_chain) {
-            (Some(b), None, None) => Credentials::Bundle(b.clone()),
-            (None, Some(k), Some(c)) => Credentials::KeyAndChain(k.clone(), c.clone()),
-            _ => bail!("server credentials are required: give --server-creds <bundle>, or --server-key and --server-chain"),
+        let credentials = match (
+            &args.credential_folder,
+            &args.server_creds,
+            &args.server_key,
+            &args.server_chain,
+        ) {
+            (Some(f), None, None, None) => Credentials::Folder(f.clone()),
+            (None, Some(b), None, None) => Credentials::Bundle(b.clone()),
+            (None, None, Some(k), Some(c)) => Credentials::KeyAndChain(k.clone(), c.clone()),
+            _ => bail!("server credentials are required: give --credential-folder <dir> (or SPIFFE_CREDENTIAL_FOLDER), --server-creds <bundle>, or --server-key and --server-chain"),
         };
+        let folder = matches!(credentials, Credentials::Folder(_));
         let enabled = args.enable_spiffe_client_support || args.require_spiffe_client;
         let mut bundles = Vec::new();
         if let Some(path) = &args.spiffe_trust_bundle {
@@ -79,7 +88,7 @@ impl Config {
                 spiffe: None,
             });
         }
-        if bundles.is_empty() {
+        if bundles.is_empty() && !folder {
             bail!("SPIFFE client support needs a trust bundle: give --spiffe-trust-bundle <file> (and --spiffe-trust-domain) or --spiffe-bundle <td>=<file>");
         }
         let authorizer = authorizer(args)?;
@@ -106,6 +115,7 @@ impl Config {
         b = match &self.credentials {
             Credentials::Bundle(p) => b.credential_bundle(p),
             Credentials::KeyAndChain(k, c) => b.key_and_chain(k, c),
+            Credentials::Folder(f) => b.credential_folder(f),
         };
         if let Some(s) = &self.spiffe {
             for (td, path) in &s.bundles {
@@ -299,6 +309,32 @@ mod tests {
         ])
         .is_err());
         assert!(parse(&["--server-key", "k"]).is_err());
+    }
+
+    #[test]
+    fn a_credential_folder_brings_the_bundles_of_every_trust_domain() {
+        let c = parse(&[
+            "--credential-folder",
+            "/run/spiffe",
+            "--require-spiffe-client",
+            "--allow-trust-domain",
+            "b.example",
+        ])
+        .unwrap();
+        assert_eq!(c.credentials, Credentials::Folder("/run/spiffe".into()));
+        let s = c.spiffe.unwrap();
+        assert_eq!(s.mode, ClientCertMode::Required);
+        assert!(s.bundles.is_empty(), "the folder's, not flags'");
+        for clash in [
+            &["--server-creds", "a"][..],
+            &["--spiffe-trust-bundle", "t"],
+            &["--spiffe-bundle", "x.org=/x.pem"],
+            &["--server-key", "k", "--server-chain", "c"],
+        ] {
+            let mut flags = vec!["--credential-folder", "/run/spiffe"];
+            flags.extend_from_slice(clash);
+            assert!(parse(&flags).is_err(), "{clash:?}");
+        }
     }
 
     #[test]

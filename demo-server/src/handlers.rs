@@ -18,10 +18,17 @@ pub struct Reply {
     /// `x-client-certificate-serial` header (lets clients see their own
     /// rotations take effect).
     pub client_serial: Option<String>,
+    /// Trust domain of the verified client, sent back in the
+    /// `x-client-trust-domain` header (the body stays
+    /// `Client Identity: <id>`, which names it too).
+    pub client_trust_domain: Option<String>,
 }
 
 /// The response header carrying the verified client certificate's serial.
 pub const CLIENT_SERIAL_HEADER: &str = "x-client-certificate-serial";
+
+/// The response header carrying the verified client's SPIFFE trust domain.
+pub const CLIENT_TRUST_DOMAIN_HEADER: &str = "x-client-trust-domain";
 
 /// Routes a request. `spiffe_enabled` says whether the server asks clients
 /// for SPIFFE certificates at all.
@@ -37,6 +44,7 @@ pub fn route<B>(req: &Request<B>, spiffe_enabled: bool) -> Reply {
         body: body.to_string(),
         route,
         client_serial: None,
+        client_trust_domain: None,
     };
     if route == "other" {
         return reply(StatusCode::NOT_FOUND, "not found\n");
@@ -57,6 +65,7 @@ pub fn route<B>(req: &Request<B>, spiffe_enabled: bool) -> Reply {
         PeerAuth::Verified(id) => match id.spiffe_id() {
             Some(spiffe_id) => Reply {
                 client_serial: Some(id.certificate.serial.clone()),
+                client_trust_domain: Some(spiffe_id.trust_domain().to_string()),
                 ..reply(StatusCode::OK, &format!("Client Identity: {spiffe_id}"))
             },
             None => reply(StatusCode::UNAUTHORIZED, "Malformed SPIFFE certificate\n"),
@@ -80,6 +89,12 @@ pub fn respond(reply: Reply) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from(reply.body)));
     if let Some(serial) = serial {
         resp.headers_mut().insert(CLIENT_SERIAL_HEADER, serial);
+    }
+    if let Some(td) = reply
+        .client_trust_domain
+        .and_then(|s| http::HeaderValue::from_str(&s).ok())
+    {
+        resp.headers_mut().insert(CLIENT_TRUST_DOMAIN_HEADER, td);
     }
     *resp.status_mut() = reply.status;
     resp.headers_mut().insert(

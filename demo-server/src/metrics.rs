@@ -55,6 +55,7 @@ impl Metrics {
 
 /// Reads one gauge value from a store's status.
 type StatusGauge = fn(&podtls::Status) -> Option<i64>;
+type TdGauge = fn(&podtls::TrustDomainStatus) -> Option<i64>;
 
 #[derive(Debug)]
 struct Live {
@@ -139,6 +140,51 @@ impl Collector for Live {
                 },
             ),
         ];
+        let trust_domains = self.pod.trust_domain_statuses();
+        let td_gauges: [(&str, &str, TdGauge); 4] = [
+            (
+                "podtls_trust_domain_loaded",
+                "1 when anchors of the SPIFFE trust domain are served (its peers can verify)",
+                |t| Some(t.loaded as i64),
+            ),
+            (
+                "podtls_trust_domain_anchors",
+                "trust anchors served for the SPIFFE trust domain",
+                |t| Some(t.anchors as i64),
+            ),
+            (
+                "podtls_trust_domain_de_federated",
+                "1 when the trust domain's bundle was removed or emptied: its peers are refused",
+                |t| Some(t.is_de_federated() as i64),
+            ),
+            (
+                "podtls_trust_domain_last_change_timestamp_seconds",
+                "when the trust domain's anchors last changed (loaded, replaced, withdrawn)",
+                |t| {
+                    t.last_change
+                        .and_then(|c| c.duration_since(UNIX_EPOCH).ok())
+                        .map(|d| d.as_secs() as i64)
+                },
+            ),
+        ];
+        for (name, help, get) in td_gauges {
+            let mut family = enc.encode_descriptor(
+                name,
+                help,
+                None,
+                prometheus_client::metrics::MetricType::Gauge,
+            )?;
+            for t in &trust_domains {
+                if let Some(v) = get(t) {
+                    let td = t.trust_domain.to_string();
+                    let labels = [
+                        ("trust_domain", td.as_str()),
+                        ("own", if t.own { "true" } else { "false" }),
+                    ];
+                    ConstGauge::new(v).encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
         for (name, help, get) in gauges {
             let mut family = enc.encode_descriptor(
                 name,

@@ -70,6 +70,7 @@ mod authorizer;
 mod cert_info;
 mod client_tls;
 mod conn_age;
+mod credential_folder;
 mod credentials;
 mod error;
 mod file_watch;
@@ -99,6 +100,10 @@ pub use crate::authorizer::{Authorizer, Unauthorized};
 pub use crate::cert_info::{format_time, CertInfo};
 pub use crate::client_tls::{ClientTls, ClientTlsBuilder, ServerAuth};
 pub use crate::conn_age::{CloseReason, ConnectionDeadline};
+pub use crate::credential_folder::{
+    trust_bundle_file_name, CREDENTIAL_BUNDLE_FILE, CREDENTIAL_BUNDLE_FILE_OLD,
+    SPIFFE_CREDENTIAL_FOLDER_ENV, TRUST_BUNDLE_SUFFIX, TRUST_BUNDLE_SUFFIX_OLD,
+};
 pub use crate::credentials::{provider, Credentials, LeafKind};
 pub use crate::error::{Error, FileKind, Origin};
 pub use crate::file_watch::FileWatch;
@@ -107,7 +112,7 @@ pub use crate::pod_tls::{PodTls, PodTlsBuilder};
 pub use crate::resolver::CredentialResolver;
 pub use crate::serve::{serve, Accepted, ServeOptions, ServeStats};
 pub use crate::server_tls::{ClientAuth, ServerTls, ServerTlsBuilder};
-pub use crate::spiffe_bundles::SpiffeBundles;
+pub use crate::spiffe_bundles::{SpiffeBundles, TrustDomainStatus};
 pub use crate::spiffe_id::{
     parse_spiffe_id, parse_trust_domain, SpiffeId, SpiffeIdError, TrustDomain, MAX_SPIFFE_ID_LEN,
 };

@@ -7,17 +7,23 @@ use std::time::Duration;
 
 use crate::credentials::{Credentials, LeafKind};
 use crate::error::{Error, Origin};
-use crate::spiffe_bundles::SpiffeBundles;
+use crate::spiffe_bundles::{SpiffeBundles, TrustDomainStatus};
 use crate::spiffe_id::TrustDomain;
 use crate::store::{Status, Store};
 use crate::trust_bundle::TrustBundle;
-use crate::watcher::{FileSource, Reload, ReloadTiming, Reloader};
+use crate::watcher::{FileSource, FolderSource, Reload, ReloadTiming, Reloader};
 
 /// Where a pod's key and chain are.
 #[derive(Debug, Clone)]
 enum CredentialFiles {
     Bundle(PathBuf),
-    KeyAndChain { key: PathBuf, chain: PathBuf },
+    KeyAndChain {
+        key: PathBuf,
+        chain: PathBuf,
+    },
+    /// A SPIFFE credential folder: the credential bundle and the trust
+    /// domains' bundles.
+    Folder(PathBuf),
 }
 
 /// A pod's TLS material, hot-reloaded from files.
@@ -29,6 +35,8 @@ pub struct PodTls {
     credentials: Option<Store<Credentials>>,
     roots: Option<Store<TrustBundle>>,
     spiffe: SpiffeBundles,
+    /// The credential folder, when the material comes from one.
+    folder: Option<PathBuf>,
     reloader: Arc<Reloader>,
 }
 
@@ -38,6 +46,7 @@ impl std::fmt::Debug for PodTls {
             .field("credentials", &self.credentials)
             .field("roots", &self.roots)
             .field("spiffe", &self.spiffe)
+            .field("folder", &self.folder)
             .finish()
     }
 }
@@ -73,7 +82,10 @@ impl PodTls {
         &self.spiffe
     }
 
-    /// The status of every store.
+    /// The status of every store: the credentials, the roots, and every
+    /// trust domain's bundle (with a credential folder: every trust domain
+    /// seen in it, de-federated ones included, see
+    /// [`PodTls::trust_domain_statuses`]).
     pub fn statuses(&self) -> Vec<Status> {
         let mut out = Vec::new();
         out.extend(self.credentials.iter().map(Store::status));
@@ -81,39 +93,128 @@ impl PodTls {
         out.extend(
             self.spiffe
                 .trust_domains()
+                .iter()
                 .filter_map(|td| self.spiffe.store(td))
-                .map(Store::status),
+                .map(|s| s.status()),
         );
         out
     }
 
+    /// The state of every SPIFFE trust domain: loaded, anchors, last
+    /// change, de-federated, and which one is the workload's own.
+    pub fn trust_domain_statuses(&self) -> Vec<TrustDomainStatus> {
+        self.spiffe
+            .trust_domain_statuses(self.own_trust_domain().as_ref())
+    }
+
+    /// The workload's own trust domain: that of the SPIFFE ID of the
+    /// credentials being served, if they are an X509-SVID.
+    pub fn own_trust_domain(&self) -> Option<TrustDomain> {
+        self.credentials
+            .as_ref()?
+            .current()?
+            .info()
+            .spiffe_id
+            .as_ref()
+            .map(|id| id.trust_domain().clone())
+    }
+
+    /// The credential folder, when the material comes from one.
+    pub fn credential_folder(&self) -> Option<&Path> {
+        self.folder.as_deref()
+    }
+
     /// True when every configured store holds good material.
+    ///
+    /// With a credential folder: the credentials are loaded and so is the
+    /// bundle of the workload's **own** trust domain (an own bundle that is
+    /// missing, empty or de-federated makes the pod not ready: its peers of
+    /// the same trust domain are refused). Peer trust domains come and go
+    /// with federation and do not count.
     pub fn is_ready(&self) -> bool {
+        if self.folder.is_some() {
+            return self
+                .credentials
+                .as_ref()
+                .is_some_and(|c| c.status().is_ready())
+                && self
+                    .own_trust_domain()
+                    .is_some_and(|td| self.spiffe.current(&td).is_ok());
+        }
         self.statuses().iter().all(Status::is_ready)
     }
 
-    /// Waits until every configured store holds good material.
+    /// Waits until every configured store holds good material (with a
+    /// credential folder, what [`PodTls::is_ready`] says).
     ///
     /// # Errors
     /// [`Error::NotReady`] naming the first store that did not load in time
     /// and its last error.
     pub async fn ready(&self, timeout: Duration) -> Result<(), Error> {
         let deadline = tokio::time::Instant::now() + timeout;
+        let left = || deadline.saturating_duration_since(tokio::time::Instant::now());
         if let Some(c) = &self.credentials {
-            c.ready(deadline.saturating_duration_since(tokio::time::Instant::now()))
-                .await?;
+            c.ready(left()).await?;
         }
         if let Some(r) = &self.roots {
-            r.ready(deadline.saturating_duration_since(tokio::time::Instant::now()))
-                .await?;
+            r.ready(left()).await?;
+        }
+        if let Some(folder) = &self.folder {
+            return self.own_bundle_ready(folder, deadline).await;
         }
         for td in self.spiffe.trust_domains() {
-            if let Some(s) = self.spiffe.store(td) {
-                s.ready(deadline.saturating_duration_since(tokio::time::Instant::now()))
-                    .await?;
+            if let Some(s) = self.spiffe.store(&td) {
+                s.ready(left()).await?;
             }
         }
         Ok(())
+    }
+
+    /// Waits for the own trust domain's bundle of a credential folder: its
+    /// store may not exist yet (no file), so this waits on the store once
+    /// it exists and re-checks at least every 50 ms.
+    async fn own_bundle_ready(
+        &self,
+        folder: &Path,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), Error> {
+        let started = tokio::time::Instant::now();
+        loop {
+            if self.is_ready() {
+                return Ok(());
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                let own = self.own_trust_domain();
+                let last_error = own
+                    .as_ref()
+                    .and_then(|td| self.spiffe.store(td))
+                    .and_then(|s| s.status().last_error.map(|e| e.to_string()))
+                    .unwrap_or_else(|| match &own {
+                        Some(td) => format!(
+                            "no usable {} in the folder",
+                            crate::credential_folder::trust_bundle_file_name(td)
+                        ),
+                        None => "the credentials carry no SPIFFE ID".into(),
+                    });
+                return Err(Error::NotReady {
+                    what: format!("own trust domain bundle in {}", folder.display()),
+                    waited: now - started,
+                    last_error,
+                });
+            }
+            let step = (deadline - now).min(Duration::from_millis(50));
+            match self
+                .own_trust_domain()
+                .and_then(|td| self.spiffe.store(&td))
+            {
+                Some(store) => {
+                    let mut rx = store.subscribe();
+                    let _ = tokio::time::timeout(step, rx.changed()).await;
+                }
+                None => tokio::time::sleep(step).await,
+            }
+        }
     }
 
     /// Re-reads every file now, without waiting for an event or the poll.
@@ -136,6 +237,52 @@ impl PodTlsBuilder {
             chain: chain.into(),
         });
         self
+    }
+
+    /// A SPIFFE credential folder (draft SPIFFE Filesystem Delivery
+    /// standard): `credential-bundle.private-key.x509.pem` (key, then chain
+    /// leaf first) and one `<trust-domain>.spiffe-trust-bundle.x509.pem` per
+    /// trust domain; the older names `credential-bundle.private-key.pem` and
+    /// `<trust-domain>.spiffe-trust-bundle.pem` are read too (the newest
+    /// name wins when both are present), other files are ignored.
+    ///
+    /// Trust domains are discovered from the file names and followed as
+    /// they come and go, without a restart. A trust bundle file that is
+    /// removed or emptied (0 bytes or only whitespace) **de-federates** its
+    /// trust domain at once: its peers are refused
+    /// ([`crate::VerifyError::DeFederated`]), resumed sessions included. A
+    /// malformed non-empty file is a load error that keeps the last good
+    /// anchors. The workload's own trust domain is no exception: if its
+    /// bundle is removed or emptied, peers of the own trust domain are refused
+    /// too, an error is logged and [`PodTls::is_ready`] turns false.
+    ///
+    /// The leaf must be an X509-SVID. Use [`PodTls::spiffe_bundles`] for
+    /// client and server authentication; it covers every trust domain of
+    /// the folder. Cannot be combined with other credential or SPIFFE
+    /// bundle sources.
+    pub fn credential_folder(mut self, folder: impl Into<PathBuf>) -> Self {
+        self.credentials = Some(CredentialFiles::Folder(folder.into()));
+        self.leaf_kind = LeafKind::SpiffeSvid;
+        self
+    }
+
+    /// [`PodTlsBuilder::credential_folder`] with the folder named by the
+    /// environment variable `var`; by convention
+    /// [`SPIFFE_CREDENTIAL_FOLDER`](crate::SPIFFE_CREDENTIAL_FOLDER_ENV).
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the variable when it is unset, empty or not
+    /// Unicode.
+    pub fn credential_folder_from_env(self, var: &str) -> Result<Self, Error> {
+        match std::env::var(var) {
+            Ok(folder) if !folder.trim().is_empty() => Ok(self.credential_folder(folder)),
+            Ok(_) => Err(Error::Config(format!(
+                "environment variable {var} (the SPIFFE credential folder) is empty"
+            ))),
+            Err(e) => Err(Error::Config(format!(
+                "environment variable {var} (the SPIFFE credential folder): {e}"
+            ))),
+        }
     }
 
     /// Requires the pod's leaf to be a valid X509-SVID (reject anything else).
@@ -181,8 +328,16 @@ impl PodTlsBuilder {
                 "nothing to load: no credentials or bundles".into(),
             ));
         }
+        if matches!(self.credentials, Some(CredentialFiles::Folder(_))) && !self.spiffe.is_empty() {
+            return Err(Error::Config(
+                "a credential folder brings its own SPIFFE bundles: do not add spiffe_bundle files"
+                    .into(),
+            ));
+        }
         let mut sources: Vec<Box<dyn Reload>> = Vec::new();
         let kind = self.leaf_kind;
+        let mut folder = None;
+        let mut folder_bundles = None;
         let credentials = self.credentials.map(|files| match files {
             CredentialFiles::Bundle(path) => {
                 let store = Store::empty(format!("credentials {}", path.display()));
@@ -212,6 +367,23 @@ impl PodTlsBuilder {
                 )));
                 store
             }
+            CredentialFiles::Folder(path) => {
+                let store = Store::empty(format!(
+                    "credentials {}",
+                    path.join(crate::credential_folder::CREDENTIAL_BUNDLE_FILE)
+                        .display()
+                ));
+                let bundles = SpiffeBundles::default();
+                sources.push(Box::new(FolderSource::new(
+                    path.clone(),
+                    store.clone(),
+                    kind,
+                    bundles.clone(),
+                )));
+                folder = Some(path);
+                folder_bundles = Some(bundles);
+                store
+            }
         });
         let roots = self
             .roots
@@ -228,7 +400,8 @@ impl PodTlsBuilder {
         Ok(PodTls {
             credentials,
             roots,
-            spiffe: SpiffeBundles::new(spiffe),
+            spiffe: folder_bundles.unwrap_or_else(|| SpiffeBundles::new(spiffe)),
+            folder,
             reloader: Arc::new(reloader),
         })
     }

@@ -66,6 +66,10 @@ pub enum Health {
     /// The certificate has expired and no replacement came. Still served
     /// (peers will reject it), reported as an error.
     Expired,
+    /// The source withdrew the material on purpose (a credential folder's
+    /// trust bundle removed or emptied: the trust domain is de-federated).
+    /// Nothing is served; users of this store fail closed.
+    Withdrawn,
 }
 
 /// A snapshot of a store's reload state, delivered on every reload.
@@ -73,7 +77,8 @@ pub enum Health {
 pub struct Status {
     /// What the store holds (for example "credentials /var/run/tls/bundle.pem").
     pub name: Arc<str>,
-    /// Number of successful publishes (0 = never loaded).
+    /// Number of changes of the material: publishes, and withdrawals
+    /// ([`Health::Withdrawn`]) (0 = never loaded).
     pub generation: u64,
     /// When a load was last attempted.
     pub last_attempt: Option<SystemTime>,
@@ -96,9 +101,10 @@ pub struct Status {
 }
 
 impl Status {
-    /// True once good material has been published.
+    /// True once good material has been published and while it has not
+    /// been withdrawn ([`Health::Withdrawn`]).
     pub fn is_ready(&self) -> bool {
-        self.generation > 0
+        self.generation > 0 && self.health != Health::Withdrawn
     }
 }
 
@@ -256,6 +262,22 @@ impl<T: Material> Store<T> {
             s.last_error = None;
             s.summary = Some(summary);
             s.health = Health::Ok;
+        });
+    }
+
+    /// Withdraws the material on purpose (de-federation): readers get `None`
+    /// from now on, the generation moves on (session caches of the old
+    /// material are left behind), the status says [`Health::Withdrawn`].
+    pub(crate) fn withdraw(&self, now: SystemTime) {
+        self.inner.current.store(None);
+        self.inner.generation.fetch_add(1, Ordering::AcqRel);
+        self.inner.status.send_modify(|s| {
+            s.generation += 1;
+            s.last_attempt = Some(now);
+            s.last_success = Some(now);
+            s.last_error = None;
+            s.summary = None;
+            s.health = Health::Withdrawn;
         });
     }
 

@@ -72,6 +72,13 @@ pub enum VerifyError {
         /// The peer's trust domain.
         trust_domain: String,
     },
+    /// The trust domain's bundle was withdrawn from the credential folder
+    /// (file removed or emptied): federation with it has ended.
+    #[error("peer trust domain {trust_domain:?} is de-federated: its trust bundle was removed or emptied")]
+    DeFederated {
+        /// The peer's trust domain.
+        trust_domain: String,
+    },
     /// The trust domain is configured but its bundle has not loaded (fail closed).
     #[error("trust bundle for {trust_domain:?} is not loaded yet")]
     BundleNotLoaded {
@@ -181,6 +188,7 @@ impl VerifyError {
         match self {
             VerifyError::NoCertificate | VerifyError::Svid(_) => CertificateError::BadEncoding,
             VerifyError::UnknownTrustDomain { .. }
+            | VerifyError::DeFederated { .. }
             | VerifyError::BundleNotLoaded { .. }
             | VerifyError::RootsNotLoaded { .. } => CertificateError::UnknownIssuer,
             VerifyError::Chain { failure, .. } | VerifyError::DnsChain { failure, .. } => {

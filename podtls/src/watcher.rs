@@ -29,9 +29,11 @@ use crate::error::Error;
 use crate::store::{Health, Material, Store, Summary};
 
 mod engine;
+mod folder;
 mod read;
 
 pub(crate) use engine::Reloader;
+pub(crate) use folder::FolderSource;
 
 /// Timing knobs of the reloader.
 #[derive(Debug, Clone, Copy)]
@@ -169,39 +171,49 @@ impl<T: Material> Reload for FileSource<T> {
     }
 
     fn check_health(&mut self, now: SystemTime, warn_at: f64) {
-        let status = self.store.status();
-        let Some(Summary::Certificate(info)) = &status.summary else {
-            return;
-        };
-        let health = if now > info.not_after {
-            Health::Expired
-        } else if info.elapsed_fraction(now) >= warn_at {
-            Health::RenewalOverdue
-        } else {
-            Health::Ok
-        };
-        if self.store.set_health(health) {
-            match health {
-                Health::Expired => tracing::error!(
-                    source = %status.name, serial = %info.serial,
-                    not_after = %crate::cert_info::format_time(info.not_after),
-                    "podtls: certificate expired and no replacement was written"
-                ),
-                Health::RenewalOverdue => tracing::warn!(
-                    source = %status.name, serial = %info.serial,
-                    not_after = %crate::cert_info::format_time(info.not_after),
-                    "podtls: certificate past {:.0}% of its lifetime and not yet replaced",
-                    warn_at * 100.0
-                ),
-                _ => {}
-            }
+        check_certificate_health(&self.store, now, warn_at);
+    }
+}
+
+/// Sets a certificate store's health from its leaf's validity window and
+/// logs the changes (other material is left alone).
+pub(crate) fn check_certificate_health<T: Material>(
+    store: &Store<T>,
+    now: SystemTime,
+    warn_at: f64,
+) {
+    let status = store.status();
+    let Some(Summary::Certificate(info)) = &status.summary else {
+        return;
+    };
+    let health = if now > info.not_after {
+        Health::Expired
+    } else if info.elapsed_fraction(now) >= warn_at {
+        Health::RenewalOverdue
+    } else {
+        Health::Ok
+    };
+    if store.set_health(health) {
+        match health {
+            Health::Expired => tracing::error!(
+                source = %status.name, serial = %info.serial,
+                not_after = %crate::cert_info::format_time(info.not_after),
+                "podtls: certificate expired and no replacement was written"
+            ),
+            Health::RenewalOverdue => tracing::warn!(
+                source = %status.name, serial = %info.serial,
+                not_after = %crate::cert_info::format_time(info.not_after),
+                "podtls: certificate past {:.0}% of its lifetime and not yet replaced",
+                warn_at * 100.0
+            ),
+            _ => {}
         }
     }
 }
 
 /// The message of a panic, when its payload is a string (`panic!` with a
 /// literal gives a `&str`, with arguments a `String`).
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_string()
     } else if let Some(s) = payload.downcast_ref::<String>() {
@@ -211,7 +223,7 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-fn log_published(name: &str, summary: &Summary) {
+pub(crate) fn log_published(name: &str, summary: &Summary) {
     match summary {
         Summary::Certificate(info) => tracing::info!(
             source = %name,
@@ -230,7 +242,7 @@ fn log_published(name: &str, summary: &Summary) {
     }
 }
 
-fn hash_contents(contents: &[Vec<u8>]) -> [u8; 32] {
+pub(crate) fn hash_contents(contents: &[Vec<u8>]) -> [u8; 32] {
     let mut h = Sha256::new();
     for c in contents {
         h.update((c.len() as u64).to_le_bytes());

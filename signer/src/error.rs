@@ -203,6 +203,14 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// A `--spiffe-namespace-trust-domain` value (`NAMESPACE=TRUST_DOMAIN`) is invalid.
+    #[error("namespace to trust domain mapping {given:?}: {reason}")]
+    InvalidTrustDomainMapping {
+        /// The configured value.
+        given: String,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 /// An RFC 3339 UTC time with seconds (`2026-11-30T07:00:00Z`), for messages and the

@@ -56,12 +56,15 @@
 //! # Ok(()) }
 //! ```
 
+mod bundle_document;
 mod ca_lifecycle;
 mod ca_pool;
 pub mod controller;
 mod denial;
+mod endpoint_svid;
 mod entitlement;
 mod error;
+mod federation;
 mod issuer;
 mod key_type;
 mod pem;
@@ -71,18 +74,28 @@ mod service_index;
 mod signer_config;
 mod signing_ca;
 mod snapshot;
+mod trust_domain_map;
 
 #[cfg(any(test, feature = "test-util"))]
 pub mod test_util;
 
+pub use bundle_document::{
+    parse as parse_bundle_document, render as render_bundle_document, BundleDocument,
+    BundleDocumentError, MAX_KEYS as MAX_BUNDLE_KEYS,
+};
 pub use ca_lifecycle::{CaExpiry, CaSummary, LeafHorizon, Promotion, Retirement, RETIRE_ALLOWANCE};
 pub use ca_pool::{generate_ca, CaPool, DEFAULT_CA_VALIDITY};
 pub use denial::{
     Denial, DenialReason, Failure, FailureReason, NotIssued, Pending, PendingReason,
     MAX_MESSAGE_BYTES,
 };
+pub use endpoint_svid::{issue_endpoint_svid, EndpointSvid, ENDPOINT_SVID_LIFETIME};
 pub use entitlement::check_entitlement;
 pub use error::Error;
+pub use federation::{
+    accept as accept_peer_bundle, relationships, BundleRejection, FederationSpec, PeerBundle,
+    RefreshPolicy, Relationships,
+};
 pub use issuer::{issue, Issued, BACKDATE, MIN_LIFETIME, REFRESH_BEFORE_EXPIRY, REFRESH_MARGIN};
 pub use key_type::{KeyType, UnknownKeyType};
 pub use request::{IssuanceRequest, DEFAULT_MAX_EXPIRATION_SECONDS};
@@ -96,6 +109,7 @@ pub use signing_ca::SigningCa;
 pub use snapshot::{
     CertificateSource, ObjectIdentity, PodInfo, PodSnapshot, ServiceInfo, ServiceType,
 };
+pub use trust_domain_map::{NamespaceAssignment, TrustDomainMap};
 
 /// Re-exported: [`spiffe::TrustDomain`] appears in [`SignerKind`].
 pub use spiffe;

@@ -11,11 +11,17 @@
 //! signer make-ca-pool-secret --namespace NS --name NAME --ca-id ID [--key-type ED25519]
 //!                            [--append] [--out-file PATH | --kubeconfig PATH]
 //! signer set-signing-ca --namespace NS --name NAME --ca-id ID [--out-file PATH | --kubeconfig PATH]
+//! signer bundle-document --trust-domain TD [--kubeconfig PATH] [--out-file PATH]
+//!                        [--pool-file POOL --sequence N] [--refresh-hint 5m]
 //! signer controller [--kubeconfig PATH | --in-cluster] [--enable-service-dns-signer
 //!                   --service-dns-ca-pool FILE] [--enable-spiffe-signer
 //!                   --spiffe-trust-domain TD --spiffe-ca-pool FILE] [--sharding-...]
 //!                   [--service-dns-key-types T,..] [--spiffe-key-types T,..]
 //!                   [--admin-listen 0.0.0.0:9090] [--ca-expiry-warning 30d]
+//!                   [--spiffe-namespace-trust-domain NS=TD,.. --spiffe-trust-domain-ca-pool TD=FILE,..]
+//!                   [--enable-federation [--federation-web-ca PEM] [--federation-*-refresh D]]
+//!                   [--bundle-endpoint-listen ADDR [--bundle-endpoint-profile https_web|https_spiffe]
+//!                    [--bundle-endpoint-cert PEM --bundle-endpoint-key PEM] [--bundle-endpoint-spiffe-id ID]]
 //! ```
 //!
 //! meshtool's `--enable-pod-identity-signer` and `--pod-identity-ca-pool` are accepted, but
@@ -45,7 +51,10 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context as _};
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
-use signer::{generate_ca, parse_trust_domain, CaPool, KeyType, SignerConfig};
+use signer::{
+    generate_ca, parse_trust_domain, CaPool, KeyType, NamespaceAssignment, SignerConfig,
+    TrustDomainMap,
+};
 
 use cli::pool_store::{update_pool_secret, PoolStore};
 
@@ -84,6 +93,9 @@ enum Command {
     SetSigningCa(SetSigningCa),
     /// Run the signer controller.
     Controller(Box<Controller>),
+    /// Write an own trust domain's SPIFFE bundle document (the bundle endpoint's JSON) as
+    /// a static file, e.g. for upload next to the cluster's OIDC discovery document.
+    BundleDocument(cli::bundle_document::BundleDocumentArgs),
 }
 
 #[derive(Args, Debug)]
@@ -186,6 +198,69 @@ struct Controller {
     /// for another type is denied with reason UnsupportedKeyType.
     #[arg(long, env = "SIGNER_SPIFFE_KEY_TYPES", value_delimiter = ',')]
     spiffe_key_types: Vec<KeyType>,
+    /// Put the pods of a namespace in another trust domain than --spiffe-trust-domain:
+    /// NAMESPACE=TRUST_DOMAIN (repeat, or comma-separate). Every such trust domain needs
+    /// its own CA pool (--spiffe-trust-domain-ca-pool); namespaces not named stay in
+    /// --spiffe-trust-domain.
+    #[arg(
+        long,
+        env = "SIGNER_SPIFFE_NAMESPACE_TRUST_DOMAIN",
+        value_delimiter = ','
+    )]
+    spiffe_namespace_trust_domain: Vec<NamespaceAssignment>,
+    /// The CA pool file of a trust domain named in --spiffe-namespace-trust-domain:
+    /// TRUST_DOMAIN=FILE (repeat, or comma-separate).
+    #[arg(long, env = "SIGNER_SPIFFE_TRUST_DOMAIN_CA_POOL", value_delimiter = ',', value_parser = parse_pool_file)]
+    spiffe_trust_domain_ca_pool: Vec<(String, PathBuf)>,
+    /// Federate the spiffe signer's trust domains with the peers named by
+    /// ClusterFederatedTrustDomain resources (federation-crd.yaml): one ClusterTrustBundle per
+    /// (own trust domain, peer trust domain) pair.
+    #[arg(long, env = "SIGNER_ENABLE_FEDERATION", num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set, default_value_t = false)]
+    enable_federation: bool,
+    /// PEM file of extra CA certificates trusted for https_web bundle endpoints (in
+    /// addition to the Web PKI roots).
+    #[arg(long, env = "SIGNER_FEDERATION_WEB_CA")]
+    federation_web_ca: Option<PathBuf>,
+    /// The shortest bundle refresh period, whatever the peer's spiffe_refresh_hint (and
+    /// the first retry after an error).
+    #[arg(long, env = "SIGNER_FEDERATION_MIN_REFRESH", default_value = "30s", value_parser = humantime::parse_duration)]
+    federation_min_refresh: Duration,
+    /// The longest bundle refresh period, whatever the hint (and the backoff cap).
+    #[arg(long, env = "SIGNER_FEDERATION_MAX_REFRESH", default_value = "1h", value_parser = humantime::parse_duration)]
+    federation_max_refresh: Duration,
+    /// The refresh period of a bundle without a hint, and of static bundles.
+    #[arg(long, env = "SIGNER_FEDERATION_DEFAULT_REFRESH", default_value = "5m", value_parser = humantime::parse_duration)]
+    federation_default_refresh: Duration,
+    /// The time limit of one bundle endpoint fetch.
+    #[arg(long, env = "SIGNER_FEDERATION_FETCH_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    federation_fetch_timeout: Duration,
+    /// The largest bundle document accepted from an endpoint, in bytes.
+    #[arg(long, env = "SIGNER_FEDERATION_MAX_BUNDLE_BYTES", default_value_t = signer::controller::DEFAULT_MAX_BYTES)]
+    federation_max_bundle_bytes: usize,
+    /// Serve a SPIFFE bundle endpoint (the document of one own trust domain) on this
+    /// address, e.g. 0.0.0.0:8443; "off" (default) serves none.
+    #[arg(long, env = "SIGNER_BUNDLE_ENDPOINT_LISTEN", default_value = "off")]
+    bundle_endpoint_listen: String,
+    /// The own trust domain the bundle endpoint serves (default: --spiffe-trust-domain).
+    #[arg(long, env = "SIGNER_BUNDLE_ENDPOINT_TRUST_DOMAIN")]
+    bundle_endpoint_trust_domain: Option<String>,
+    /// How the bundle endpoint authenticates itself: https_web (--bundle-endpoint-cert and
+    /// --bundle-endpoint-key) or https_spiffe (an SVID the signer issues to itself).
+    #[arg(long, env = "SIGNER_BUNDLE_ENDPOINT_PROFILE", default_value = "https_spiffe", value_parser = ["https_web", "https_spiffe"])]
+    bundle_endpoint_profile: String,
+    /// https_web: the serving certificate chain (PEM, leaf first; hot-reloaded).
+    #[arg(long, env = "SIGNER_BUNDLE_ENDPOINT_CERT")]
+    bundle_endpoint_cert: Option<PathBuf>,
+    /// https_web: the serving key (PEM; hot-reloaded).
+    #[arg(long, env = "SIGNER_BUNDLE_ENDPOINT_KEY")]
+    bundle_endpoint_key: Option<PathBuf>,
+    /// https_spiffe: the endpoint's SPIFFE ID, which peers configure as endpointSPIFFEID
+    /// (default: spiffe://<trust domain>/podtls-signer/bundle-endpoint).
+    #[arg(long, env = "SIGNER_BUNDLE_ENDPOINT_SPIFFE_ID")]
+    bundle_endpoint_spiffe_id: Option<String>,
+    /// spiffe_refresh_hint of the served document.
+    #[arg(long, env = "SIGNER_BUNDLE_ENDPOINT_REFRESH_HINT", default_value = "5m", value_parser = humantime::parse_duration)]
+    bundle_endpoint_refresh_hint: Duration,
     /// Run the pod-identity signer (row-major.net/pod-identity), as meshtool's flag. NOT
     /// IMPLEMENTED YET: the controller refuses to start when this is set.
     #[arg(long, env = "SIGNER_ENABLE_POD_IDENTITY_SIGNER", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, default_value_t = false)]
@@ -219,6 +294,7 @@ fn main() -> ExitCode {
         Command::MakeCaPoolSecret(args) => make_ca_pool_secret(&args),
         Command::SetSigningCa(args) => set_signing_ca(&args),
         Command::Controller(args) => controller(&args),
+        Command::BundleDocument(args) => bundle_document(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -320,6 +396,25 @@ fn set_signing_ca(args: &SetSigningCa) -> anyhow::Result<()> {
     cli::ca::promote(&store, &args.ca_id)
 }
 
+fn bundle_document(args: &cli::bundle_document::BundleDocumentArgs) -> anyhow::Result<()> {
+    let doc = match &args.pool_file {
+        Some(path) => cli::bundle_document::from_pool_file(args, path)?,
+        None => runtime()?.block_on(async {
+            let client = client(args.kubeconfig.as_deref(), false).await?;
+            cli::bundle_document::from_cluster(args, &client).await
+        })?,
+    };
+    match &args.out_file {
+        Some(path) => {
+            std::fs::write(path, doc.as_bytes())
+                .with_context(|| format!("writing {}", path.display()))?;
+            tracing::info!(path = %path.display(), trust_domain = %args.trust_domain, "wrote the bundle document");
+        }
+        None => println!("{doc}"),
+    }
+    Ok(())
+}
+
 /// meshtool's name of the pod-identity signer.
 const POD_IDENTITY_SIGNER_NAME: &str = "row-major.net/pod-identity";
 
@@ -397,6 +492,7 @@ fn controller(args: &Controller) -> anyhow::Result<()> {
             pool_file: path.to_path_buf(),
         });
     }
+    let trust_domains = trust_domains_config(args)?;
     if signers.len() == 2 && signers[0].config.name == signers[1].config.name {
         bail!(
             "the two signers have the same name {:?}",
@@ -437,6 +533,9 @@ fn controller(args: &Controller) -> anyhow::Result<()> {
         concurrency: args.concurrency.max(1),
         reporter: "podtls-signer".into(),
         ca_expiry_warning: args.ca_expiry_warning,
+        trust_domains,
+        federation: federation_settings(args)?,
+        bundle_endpoint: bundle_endpoint_config(args)?,
     };
     runtime()?.block_on(async {
         let client = client(args.kubeconfig.as_deref(), args.in_cluster).await?;
@@ -444,6 +543,138 @@ fn controller(args: &Controller) -> anyhow::Result<()> {
         Ok(())
     })
 }
+/// `TRUST_DOMAIN=FILE`.
+fn parse_pool_file(given: &str) -> Result<(String, PathBuf), String> {
+    let (td, path) = given
+        .split_once('=')
+        .ok_or_else(|| format!("{given:?}: expected TRUST_DOMAIN=FILE"))?;
+    let td = parse_trust_domain(td).map_err(|e| e.to_string())?;
+    if path.is_empty() {
+        return Err(format!("{given:?}: the file is empty"));
+    }
+    Ok((td.to_string(), PathBuf::from(path)))
+}
+
+/// The bundle endpoint, with --bundle-endpoint-listen.
+fn bundle_endpoint_config(
+    args: &Controller,
+) -> anyhow::Result<Option<signer::controller::BundleEndpointConfig>> {
+    use signer::controller::ServingProfile;
+    let listen = match args.bundle_endpoint_listen.as_str() {
+        "off" | "" => return Ok(None),
+        addr => addr
+            .parse()
+            .with_context(|| format!("--bundle-endpoint-listen {addr:?} is not an address:port"))?,
+    };
+    let td = args
+        .bundle_endpoint_trust_domain
+        .as_deref()
+        .or(args.spiffe_trust_domain.as_deref())
+        .context("--bundle-endpoint-listen needs --spiffe-trust-domain (or --bundle-endpoint-trust-domain)")?;
+    let trust_domain = parse_trust_domain(td)?;
+    let profile = if args.bundle_endpoint_profile == "https_web" {
+        let (Some(chain), Some(key)) = (&args.bundle_endpoint_cert, &args.bundle_endpoint_key)
+        else {
+            bail!("--bundle-endpoint-profile=https_web needs --bundle-endpoint-cert and --bundle-endpoint-key");
+        };
+        ServingProfile::Web {
+            key: key.clone(),
+            chain: chain.clone(),
+        }
+    } else {
+        let id = match &args.bundle_endpoint_spiffe_id {
+            Some(id) => podtls_parse_spiffe_id(id)?,
+            None => podtls_parse_spiffe_id(&format!(
+                "spiffe://{trust_domain}/podtls-signer/bundle-endpoint"
+            ))?,
+        };
+        if id.trust_domain() != &trust_domain {
+            bail!("--bundle-endpoint-spiffe-id {id} is not in trust domain {trust_domain}");
+        }
+        ServingProfile::Spiffe { id }
+    };
+    Ok(Some(signer::controller::BundleEndpointConfig {
+        listen,
+        trust_domain,
+        profile,
+        refresh_hint: args.bundle_endpoint_refresh_hint,
+    }))
+}
+
+fn podtls_parse_spiffe_id(id: &str) -> anyhow::Result<signer::spiffe::SpiffeId> {
+    podtls::parse_spiffe_id(id).with_context(|| format!("SPIFFE ID {id:?}"))
+}
+
+/// The federation settings, with --enable-federation.
+fn federation_settings(
+    args: &Controller,
+) -> anyhow::Result<Option<signer::controller::FederationSettings>> {
+    if !args.enable_federation {
+        return Ok(None);
+    }
+    if !args.enable_spiffe_signer {
+        bail!("--enable-federation needs --enable-spiffe-signer");
+    }
+    if args.federation_min_refresh.is_zero()
+        || args.federation_min_refresh > args.federation_max_refresh
+    {
+        bail!("--federation-min-refresh must be positive and at most --federation-max-refresh");
+    }
+    let mut extra = Vec::new();
+    if let Some(path) = &args.federation_web_ca {
+        use rustls::pki_types::pem::PemObject as _;
+        let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+            extra.push(cert.with_context(|| format!("{}: PEM", path.display()))?);
+        }
+        if extra.is_empty() {
+            bail!("{}: no CERTIFICATE block", path.display());
+        }
+    }
+    Ok(Some(signer::controller::FederationSettings {
+        refresh: signer::RefreshPolicy {
+            min: args.federation_min_refresh,
+            max: args.federation_max_refresh,
+            default: args
+                .federation_default_refresh
+                .clamp(args.federation_min_refresh, args.federation_max_refresh),
+        },
+        limits: signer::controller::FetchLimits {
+            max_bytes: args.federation_max_bundle_bytes,
+            timeout: args.federation_fetch_timeout,
+        },
+        web_roots: std::sync::Arc::new(signer::controller::web_roots(&extra)),
+    }))
+}
+
+/// The spiffe signer's extra trust domains, if any are configured.
+fn trust_domains_config(
+    args: &Controller,
+) -> anyhow::Result<Option<signer::controller::TrustDomainsConfig>> {
+    if args.spiffe_namespace_trust_domain.is_empty() && args.spiffe_trust_domain_ca_pool.is_empty()
+    {
+        return Ok(None);
+    }
+    if !args.enable_spiffe_signer {
+        bail!("--spiffe-namespace-trust-domain and --spiffe-trust-domain-ca-pool need --enable-spiffe-signer");
+    }
+    let default = parse_trust_domain(
+        args.spiffe_trust_domain
+            .as_deref()
+            .context("--spiffe-trust-domain must be set with --enable-spiffe-signer")?,
+    )?;
+    let map = TrustDomainMap::new(default, args.spiffe_namespace_trust_domain.iter().cloned())?;
+    let mut pool_files = std::collections::BTreeMap::new();
+    for (td, path) in &args.spiffe_trust_domain_ca_pool {
+        if pool_files.insert(td.clone(), path.clone()).is_some() {
+            bail!("--spiffe-trust-domain-ca-pool names trust domain {td} twice");
+        }
+    }
+    let config = signer::controller::TrustDomainsConfig { map, pool_files };
+    config.validate().map_err(anyhow::Error::msg)?;
+    Ok(Some(config))
+}
+
 /// `config` restricted to `types`, or unchanged (every type) when none are given.
 fn with_key_types(config: SignerConfig, types: &[KeyType]) -> SignerConfig {
     if types.is_empty() {
@@ -479,6 +710,50 @@ mod tests {
         assert!(err.contains("--enable-pod-identity-signer"), "{err}");
         assert!(err.contains("not implemented yet"), "{err}");
         assert!(err.contains("row-major.net/pod-identity"), "{err}");
+    }
+
+    #[test]
+    fn several_trust_domains_need_a_pool_each_and_parse_strictly() {
+        let base = [
+            "--enable-spiffe-signer",
+            "--spiffe-trust-domain=a.example",
+            "--spiffe-ca-pool=/a.json",
+        ];
+        let with = |extra: &[&str]| {
+            let mut v = base.to_vec();
+            v.extend_from_slice(extra);
+            controller_args(&v)
+        };
+        assert!(trust_domains_config(&with(&[])).unwrap().is_none());
+        let config = trust_domains_config(&with(&[
+            "--spiffe-namespace-trust-domain=team-b=b.example,team-c=b.example",
+            "--spiffe-trust-domain-ca-pool=b.example=/b.json",
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(config.map.for_namespace("team-c").as_str(), "b.example");
+        assert_eq!(config.map.for_namespace("x").as_str(), "a.example");
+        let err = format!(
+            "{:#}",
+            trust_domains_config(&with(&["--spiffe-namespace-trust-domain=team-b=b.example"]))
+                .unwrap_err()
+        );
+        assert!(
+            err.contains("b.example") && err.contains("no CA pool"),
+            "{err}"
+        );
+        let bad = Cli::try_parse_from([
+            "signer",
+            "controller",
+            "--spiffe-namespace-trust-domain=team-b=B.example",
+        ]);
+        assert!(bad.unwrap_err().to_string().contains("lowercase"));
+        let bad = Cli::try_parse_from([
+            "signer",
+            "controller",
+            "--spiffe-trust-domain-ca-pool=b.example",
+        ]);
+        assert!(bad.unwrap_err().to_string().contains("TRUST_DOMAIN=FILE"));
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod ca_lifecycle;
 mod denials;
 mod entitlement;
 mod faults;
+mod federation;
 mod issuance;
 mod rotation;
 
@@ -74,6 +75,34 @@ fn release_1_37_v1() {
         "certificates.k8s.io/v1",
         KeyMaterial::StubPkcs10,
     );
+}
+
+/// Federation (issue 10) on one release only, to keep CI time: its own cluster.
+#[test]
+fn release_1_37_federation() {
+    let _one = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let mut cluster = TestCluster::start(Release::V1_37).unwrap_or_else(|e| panic!("{e:#}"));
+    let result = rt.block_on(federation::federation_suite(&cluster));
+    eprintln!(
+        "Kubernetes 1.37 federation: took {:?} (cluster start included)",
+        started.elapsed()
+    );
+    if let Err(e) = result {
+        let tail = cluster.apiserver_log_tail();
+        let dir = cluster.keep_state();
+        panic!(
+            "Kubernetes 1.37 federation: {e:#}\n\nstate dir (kept; process logs in logs/): {}\n--- kube-apiserver log tail ---\n{tail}",
+            dir.display(),
+        );
+    }
 }
 
 fn run(release: Release, api_version: &str, key_material: KeyMaterial) {

@@ -1,4 +1,5 @@
 //! The CA pool commands of the `signer` binary.
 
+pub mod bundle_document;
 pub mod ca;
 pub mod pool_store;

@@ -133,6 +133,12 @@ pub enum Error {
         #[source]
         source: podtls::Error,
     },
+    /// The controller configuration is inconsistent (refused at start-up).
+    #[error("configuration: {reason}")]
+    Config {
+        /// What is wrong.
+        reason: String,
+    },
     /// A watch cache never became ready.
     #[error("the {what} watch cache stopped before it was ready")]
     CacheNotReady {
@@ -159,6 +165,7 @@ impl Error {
             Error::Lease { .. } | Error::ReleaseLease { .. } => "lease",
             Error::Admin { .. } => "admin",
             Error::CacheNotReady { .. } => "cache",
+            Error::Config { .. } => "config",
         }
     }
 }

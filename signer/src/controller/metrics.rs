@@ -39,6 +39,8 @@ pub struct Metrics {
     ca_not_after: Family<Labels, Gauge>,
     /// The `ca_not_after` label sets last set per signer (removed when a CA leaves).
     ca_labels: Mutex<HashMap<String, Vec<Labels>>>,
+    /// The federation metrics.
+    pub federation: super::federation_metrics::FederationMetrics,
 }
 
 impl Default for Metrics {
@@ -140,6 +142,7 @@ impl Metrics {
             "notAfter of each CA in a signer's pool (Unix seconds), by signer, CA ID and whether it signs",
             ca_not_after.clone(),
         );
+        let federation = super::federation_metrics::FederationMetrics::register(&mut registry);
         Metrics {
             registry,
             issued,
@@ -157,6 +160,7 @@ impl Metrics {
             trust_bundle_deletes,
             ca_not_after,
             ca_labels: Mutex::new(HashMap::new()),
+            federation,
         }
     }
 

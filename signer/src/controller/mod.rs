@@ -9,10 +9,17 @@
 
 mod admin;
 mod api_types;
+mod bundle_endpoint;
+mod bundle_fetch;
+mod bundle_sequence;
 mod ca_status;
 mod cluster_view;
 mod discovery;
 mod error;
+mod federation;
+mod federation_bundles;
+mod federation_crd;
+mod federation_metrics;
 mod metrics;
 mod pool_watch;
 mod reconcile;
@@ -21,6 +28,7 @@ mod requester_policy;
 mod run;
 mod service_cache;
 mod sharding;
+mod spiffe_domains;
 mod trust_bundle_gc;
 mod trust_bundles;
 
@@ -33,10 +41,33 @@ pub use api_types::{
     terminal_condition, PodCertificateRequest, PodCertificateRequestSpec,
     PodCertificateRequestStatus, CONDITION_DENIED, CONDITION_FAILED, CONDITION_ISSUED,
 };
+pub use bundle_endpoint::{
+    respond as bundle_endpoint_respond, run as run_bundle_endpoint, serve as serve_bundle_endpoint,
+    BundleEndpointConfig, ServingProfile,
+};
+pub use bundle_fetch::{
+    fetch as fetch_bundle, web_roots, EndpointAuth, FetchError, FetchLimits, DEFAULT_MAX_BYTES,
+    DEFAULT_TIMEOUT,
+};
+pub use bundle_sequence::{
+    bundle_digest, next_sequence, own_bundle, sync_sequence, DIGEST_ANNOTATION,
+    SEQUENCE_ANNOTATION, SEQUENCE_FIELD_MANAGER,
+};
 pub use ca_status::{ExpiryLog, DEFAULT_CA_EXPIRY_WARNING, EXPIRY_RELOG_PERIOD};
 pub use cluster_view::{pod_info, read_live, strip_pod, ClusterView, MIRROR_POD_ANNOTATION};
 pub use discovery::{discover, pick as pick_served_apis, ServedApis};
 pub use error::Error;
+pub use federation::{parse_bundle_content, FederationSettings};
+pub use federation_bundles::{
+    federation_bundle_name, own_bundle_name, pair_labels, CANARYING_LABEL, MANAGED_LABEL,
+    PEER_TRUST_DOMAIN_LABEL, WORKLOAD_TRUST_DOMAIN_LABEL,
+};
+pub use federation_crd::{
+    crd_yaml as federation_crd_yaml, BundleEndpointProfile, BundleSource, BundleSourceKind,
+    ClusterFederatedTrustDomain, ClusterFederatedTrustDomainSpec,
+    ClusterFederatedTrustDomainStatus, EndpointProfileType, FEDERATION_GROUP,
+};
+pub use federation_metrics::FederationMetrics;
 pub use metrics::Metrics;
 pub use pool_watch::{spawn as watch_pool, PoolState, DEFAULT_RELOAD_PERIOD};
 pub use reconcile::{
@@ -53,6 +84,7 @@ pub use sharding::{
     assigned_replica, desired_lease, fnv1_64, live_replicas, release_preconditions, Released,
     Sharding, ShardingConfig, LEASE_DURATION, LEASE_RENEWAL_PERIOD, MEMBERSHIP_CHECK_PERIOD,
 };
+pub use spiffe_domains::{TrustDomains, TrustDomainsConfig};
 pub use trust_bundle_gc::{
     collect as collect_trust_bundles, unwanted as unwanted_trust_bundles, ExistingBundle,
 };

@@ -19,6 +19,7 @@ use super::metrics::Metrics;
 use super::pool_watch::PoolState;
 use super::service_cache::ServiceCache;
 use super::sharding::{Sharding, LEASE_RENEWAL_PERIOD};
+use super::spiffe_domains::TrustDomains;
 use super::Error;
 use crate::{
     issue, IssuanceRequest, NotIssued, PodInfo, PodSnapshot, ServiceInfo, SignerConfig, SignerKind,
@@ -45,8 +46,12 @@ pub struct Context {
     pub pcr_api: ApiResource,
     /// The signer.
     pub signer: SignerConfig,
-    /// The signer's CA pool.
+    /// The signer's CA pool (the default trust domain's, for the spiffe signer).
     pub pool: watch::Receiver<PoolState>,
+    /// The spiffe signer's trust domains when it serves several: a request is signed in
+    /// its namespace's trust domain by that trust domain's pool. `None`: `signer` and
+    /// `pool` sign every request.
+    pub trust_domains: Option<Arc<TrustDomains>>,
     /// Pods, Nodes and ServiceAccounts: what every request is checked against.
     pub cluster: ClusterView,
     /// Services, indexed by namespace and selector (service-dns signer; empty otherwise).
@@ -177,8 +182,17 @@ async fn decide(
     let signer = &ctx.signer.name;
     let request_key = key(pcr);
     let generation = pcr.metadata.generation;
+    // The trust domain (and so the CA) is the request's namespace's, nothing else's.
+    let (config, pool) = match &ctx.trust_domains {
+        None => (std::borrow::Cow::Borrowed(&ctx.signer), &ctx.pool),
+        Some(domains) => {
+            let (config, pool) =
+                domains.route(&ctx.signer, pcr.metadata.namespace.as_deref().unwrap_or(""))?;
+            (std::borrow::Cow::Owned(config), pool)
+        }
+    };
     let pool = {
-        let state = ctx.pool.borrow();
+        let state = pool.borrow();
         match &state.pool {
             Some(pool) => pool.clone(),
             None => {
@@ -196,14 +210,14 @@ async fn decide(
         Err(denial) => Err(NotIssued::Denied(denial)),
         Ok(request) => {
             let cached = snapshot(ctx, &request);
-            match issue(&request, &ctx.signer, pool.signing_ca(), &cached, now) {
+            match issue(&request, &config, pool.signing_ca(), &cached, now) {
                 // Judged from the caches, which may lag: a denial is final for the pod,
                 // so it is written only if the objects read live say the same.
                 Err(NotIssued::Denied(denial)) if denial.reason.depends_on_cluster_state() => {
                     let mut live = read_live(&ctx.client, &request).await?;
                     // The Services (from the cache) that select the pod as read live.
                     live.services = services(ctx, live.pod.as_ref());
-                    let confirmed = issue(&request, &ctx.signer, pool.signing_ca(), &live, now);
+                    let confirmed = issue(&request, &config, pool.signing_ca(), &live, now);
                     if confirmed.as_ref().err().and_then(NotIssued::as_denial) != Some(&denial) {
                         tracing::info!(request = %request_key, cached = %denial, "the caches suggested a denial the live objects do not confirm");
                     }

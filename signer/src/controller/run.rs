@@ -17,14 +17,17 @@ use kube::runtime::{watcher, WatchStreamExt as _};
 use kube::{Api, Client};
 use tokio::sync::watch;
 
+use super::bundle_endpoint::BundleEndpointConfig;
 use super::cluster_view::ClusterView;
 use super::discovery::discover;
+use super::federation::FederationSettings;
 use super::metrics::Metrics;
 use super::pool_watch::{self, PoolState};
 use super::reconcile::{error_policy, reconcile, Context};
 use super::replica::Replica;
 use super::service_cache::{self, service_cache};
 use super::sharding::{Released, Sharding, ShardingConfig};
+use super::spiffe_domains::{TrustDomains, TrustDomainsConfig};
 use super::{admin, ca_status, requester_policy, trust_bundle_gc, trust_bundles, Error};
 use crate::{SignerConfig, SignerKind};
 
@@ -55,6 +58,13 @@ pub struct ControllerConfig {
     /// Warn when the signing CA expires within this window
     /// ([`DEFAULT_CA_EXPIRY_WARNING`](super::DEFAULT_CA_EXPIRY_WARNING)).
     pub ca_expiry_warning: Duration,
+    /// The spiffe signer's trust domains beyond its default one; `None`: one trust
+    /// domain, as always.
+    pub trust_domains: Option<TrustDomainsConfig>,
+    /// Federation (the spiffe signer's ClusterFederatedTrustDomain loop); `None`: off.
+    pub federation: Option<FederationSettings>,
+    /// The SPIFFE bundle endpoint of one own trust domain; `None`: none.
+    pub bundle_endpoint: Option<BundleEndpointConfig>,
 }
 
 /// Runs the controller until SIGTERM/Ctrl-C (graceful: in-flight reconciles finish).
@@ -73,6 +83,7 @@ pub async fn run(client: Client, config: ControllerConfig) -> Result<(), Error> 
         })
         .collect::<Result<_, _>>()?;
     let caches_ready = Arc::new(AtomicBool::new(false));
+    let trust_domains = start_trust_domains(&config, &pools)?;
 
     if let Some(addr) = config.admin_listen {
         let ready: admin::ReadinessCheck = {
@@ -83,8 +94,20 @@ pub async fn run(client: Client, config: ControllerConfig) -> Result<(), Error> 
                 .map(|s| s.config.name.clone())
                 .collect();
             let caches_ready = caches_ready.clone();
+            let trust_domains = trust_domains.clone();
             Arc::new(move || {
-                for (name, pool) in names.iter().zip(&pools) {
+                let extra = trust_domains
+                    .iter()
+                    .flat_map(|d| d.pools().into_iter().skip(1));
+                let extra: Vec<_> = extra
+                    .map(|(td, pool)| (format!("trust domain {td}"), pool))
+                    .collect();
+                let all = names
+                    .iter()
+                    .cloned()
+                    .zip(pools.iter().cloned())
+                    .chain(extra);
+                for (name, pool) in all {
                     let state = pool.borrow();
                     if state.pool.is_none() {
                         return Err(format!(
@@ -174,6 +197,77 @@ pub async fn run(client: Client, config: ControllerConfig) -> Result<(), Error> 
         ));
     }
 
+    if config.federation.is_some() || trust_domains.is_some() {
+        let spiffe = config
+            .signers
+            .iter()
+            .zip(&pools)
+            .find(|(s, _)| matches!(s.config.kind, SignerKind::Spiffe { .. }));
+        let Some((setup, pool)) = spiffe else {
+            return Err(Error::Config {
+                reason: "federation needs the spiffe signer (--enable-spiffe-signer)".into(),
+            });
+        };
+        let own = match &trust_domains {
+            Some(domains) => domains.pools(),
+            None => match &setup.config.kind {
+                SignerKind::Spiffe { trust_domain } => vec![(trust_domain.clone(), pool.clone())],
+                SignerKind::ServiceDns => Vec::new(),
+            },
+        };
+        tokio::spawn(super::federation::run_loop(
+            client.clone(),
+            apis.ctb.clone(),
+            setup.config.name.clone(),
+            own,
+            config.federation.clone(),
+            metrics.clone(),
+        ));
+    }
+
+    if let Some(endpoint) = &config.bundle_endpoint {
+        let td = endpoint.trust_domain.as_str();
+        let spiffe = config
+            .signers
+            .iter()
+            .zip(&pools)
+            .find(|(s, _)| matches!(s.config.kind, SignerKind::Spiffe { .. }));
+        let pool = match (&trust_domains, spiffe) {
+            (Some(domains), Some(_)) => domains.pool(td).cloned(),
+            (None, Some((setup, pool))) => match &setup.config.kind {
+                SignerKind::Spiffe { trust_domain } if trust_domain.as_str() == td => {
+                    Some(pool.clone())
+                }
+                _ => None,
+            },
+            (_, None) => None,
+        };
+        let (Some(pool), Some((setup, _))) = (pool, spiffe) else {
+            return Err(Error::Config {
+                reason: format!(
+                    "the bundle endpoint serves trust domain {td}, which the spiffe signer does not serve"
+                ),
+            });
+        };
+        let (client, api, name, endpoint) = (
+            client.clone(),
+            apis.ctb.clone(),
+            setup.config.name.clone(),
+            endpoint.clone(),
+        );
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let result = super::bundle_endpoint::run(client, api, name, endpoint, pool).await;
+            let _ = started_tx.send(result);
+        });
+        // A bind or certificate error ends the task at once: report it at start-up.
+        if let Ok(Ok(Err(error))) =
+            tokio::time::timeout(Duration::from_millis(500), started_rx).await
+        {
+            return Err(error);
+        }
+    }
+
     tokio::spawn(requester_policy::watch(client.clone(), metrics.clone()));
 
     let recorder = Recorder::new(
@@ -189,6 +283,10 @@ pub async fn run(client: Client, config: ControllerConfig) -> Result<(), Error> 
             pcr_api: apis.pcr.clone(),
             signer: setup.config.clone(),
             pool: pool.clone(),
+            trust_domains: match setup.config.kind {
+                SignerKind::Spiffe { .. } => trust_domains.clone(),
+                SignerKind::ServiceDns => None,
+            },
             cluster: cluster.clone(),
             services: services.clone(),
             sharding: sharding.clone(),
@@ -240,4 +338,53 @@ pub async fn run(client: Client, config: ControllerConfig) -> Result<(), Error> 
         }
     }
     Ok(())
+}
+
+/// Starts the pool watches of the spiffe signer's extra trust domains; the default trust
+/// domain's pool is the spiffe signer's own (`pools`, in the order of `config.signers`).
+fn start_trust_domains(
+    config: &ControllerConfig,
+    pools: &[watch::Receiver<PoolState>],
+) -> Result<Option<Arc<TrustDomains>>, Error> {
+    let Some(domains) = &config.trust_domains else {
+        return Ok(None);
+    };
+    let Some((setup, default_pool)) = config
+        .signers
+        .iter()
+        .zip(pools)
+        .find(|(s, _)| matches!(s.config.kind, SignerKind::Spiffe { .. }))
+    else {
+        return Err(Error::Config {
+            reason: "several trust domains are configured, but the spiffe signer is not enabled"
+                .into(),
+        });
+    };
+    let invalid = |reason: String| Error::Config { reason };
+    domains.validate().map_err(invalid)?;
+    if let SignerKind::Spiffe { trust_domain } = &setup.config.kind {
+        if trust_domain != domains.map.default_trust_domain() {
+            return Err(invalid(format!(
+                "the trust domain map's default {} is not the spiffe signer's trust domain {trust_domain}",
+                domains.map.default_trust_domain()
+            )));
+        }
+    }
+    let mut receivers = std::collections::BTreeMap::new();
+    receivers.insert(
+        domains.map.default_trust_domain().to_string(),
+        default_pool.clone(),
+    );
+    for (td, path) in &domains.pool_files {
+        let rx = pool_watch::spawn(path, config.pool_reload_period).map_err(|source| {
+            Error::WatchPool {
+                path: path.clone(),
+                source,
+            }
+        })?;
+        receivers.insert(td.clone(), rx);
+    }
+    TrustDomains::new(domains.map.clone(), receivers)
+        .map(|d| Some(Arc::new(d)))
+        .map_err(invalid)
 }

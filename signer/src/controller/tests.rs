@@ -125,6 +125,7 @@ struct Setup {
     nodes: Vec<PartialObjectMeta<Node>>,
     service_accounts: Vec<PartialObjectMeta<ServiceAccount>>,
     services: Vec<Service>,
+    trust_domains: Option<Arc<TrustDomains>>,
 }
 
 impl Setup {
@@ -136,6 +137,7 @@ impl Setup {
             nodes: vec![meta("node-1", None, "node-uid")],
             service_accounts: vec![meta("web", Some(NS), "sa-uid")],
             services: vec![],
+            trust_domains: None,
         }
     }
 
@@ -157,6 +159,7 @@ impl Setup {
             pcr_api: pcr_api(),
             signer: self.signer,
             pool,
+            trust_domains: self.trust_domains,
             cluster,
             services,
             sharding: Sharding::Off,
@@ -834,6 +837,9 @@ async fn trust_bundle_is_server_side_applied_with_name_labels_and_signer() {
                 "labels": {
                     "spiffe.row-major.net/canarying": "live",
                     "spiffe.row-major.net/trust-domain": "cluster.local",
+                    "k8s.spiffe.io/canarying": "live",
+                    "k8s.spiffe.io/workload-trust-domain": "cluster.local",
+                    "k8s.spiffe.io/peer-trust-domain": "cluster.local",
                 },
             },
             "spec": {"signerName": "row-major.net/spiffe", "trustBundle": expected_pem},
@@ -963,3 +969,6 @@ async fn trust_bundle_of_a_disabled_signer_is_deleted_with_preconditions_and_oth
     assert_eq!(deleted, ["row-major.net:service-dns:primary-bundle"]);
     assert_no_more_requests(handle).await;
 }
+
+#[path = "tests_trust_domains.rs"]
+mod trust_domains;

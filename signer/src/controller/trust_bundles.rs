@@ -34,16 +34,23 @@ pub fn bundle_labels(config: &SignerConfig) -> BTreeMap<String, String> {
             "service-dns.row-major.net/canarying".to_string(),
             "live".to_string(),
         )]),
-        SignerKind::Spiffe { trust_domain } => BTreeMap::from([
-            (
+        SignerKind::Spiffe { trust_domain } => {
+            // meshtool's labels, plus the draft SPIFFE Filesystem Delivery appendix B
+            // labels of the own trust domain (workload = peer = this trust domain).
+            let mut labels = super::federation_bundles::pair_labels(
+                trust_domain.as_str(),
+                trust_domain.as_str(),
+            );
+            labels.insert(
                 "spiffe.row-major.net/canarying".to_string(),
                 "live".to_string(),
-            ),
-            (
+            );
+            labels.insert(
                 "spiffe.row-major.net/trust-domain".to_string(),
                 trust_domain.to_string(),
-            ),
-        ]),
+            );
+            labels
+        }
     }
 }
 
@@ -139,6 +146,12 @@ mod tests {
         let labels = bundle_labels(&SignerConfig::spiffe(td));
         assert_eq!(labels["spiffe.row-major.net/canarying"], "live");
         assert_eq!(labels["spiffe.row-major.net/trust-domain"], "cluster.local");
+        assert_eq!(labels["k8s.spiffe.io/canarying"], "live");
+        assert_eq!(
+            labels["k8s.spiffe.io/workload-trust-domain"],
+            "cluster.local"
+        );
+        assert_eq!(labels["k8s.spiffe.io/peer-trust-domain"], "cluster.local");
         assert_eq!(
             bundle_labels(&SignerConfig::service_dns())["service-dns.row-major.net/canarying"],
             "live"
