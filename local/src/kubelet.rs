@@ -46,8 +46,11 @@ pub struct PodVolumes {
     trust: AtomicWriter,
     /// The credential folder volume, for pods that read one, and what it
     /// holds now (every write projects the whole payload, as kubelet does).
-    folder: Option<(AtomicWriter, Mutex<BTreeMap<String, Vec<u8>>>)>,
+    folder: Option<(AtomicWriter, Mutex<Payload>)>,
 }
+
+/// A volume's files: name to content.
+type Payload = BTreeMap<String, Vec<u8>>;
 
 impl PodVolumes {
     /// Volumes under `root/<namespace>/<pod>/`.
@@ -91,7 +94,7 @@ impl PodVolumes {
         self.write_folder(&files)
     }
 
-    fn write_folder(&self, files: &BTreeMap<String, Vec<u8>>) -> Result<()> {
+    fn write_folder(&self, files: &Payload) -> Result<()> {
         if let Some((writer, _)) = &self.folder {
             writer
                 .write(files)
