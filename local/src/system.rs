@@ -139,6 +139,7 @@ fn pod(namespace: &str, name: &str, sa: &str, signer: Option<&str>) -> Pod {
                 })
                 .into_iter()
                 .collect(),
+            ..Default::default()
         },
         service_account: sa.into(),
         signer: signer.map(str::to_string),

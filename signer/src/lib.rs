@@ -60,11 +60,13 @@ mod ca_lifecycle;
 mod ca_pool;
 pub mod controller;
 mod denial;
+mod dns_names;
 mod entitlement;
 mod error;
 mod issuer;
 mod key_type;
 mod pem;
+mod pod_identity;
 mod request;
 mod requested_key;
 mod service_index;
@@ -81,16 +83,20 @@ pub use denial::{
     Denial, DenialReason, Failure, FailureReason, NotIssued, Pending, PendingReason,
     MAX_MESSAGE_BYTES,
 };
+pub use dns_names::{DnsNameOptions, MAX_DNS_NAME_LEN, SERVICES_ANNOTATION};
 pub use entitlement::check_entitlement;
 pub use error::Error;
-pub use issuer::{issue, Issued, BACKDATE, MIN_LIFETIME, REFRESH_BEFORE_EXPIRY, REFRESH_MARGIN};
+pub use issuer::{
+    issue, Issued, BACKDATE, MAX_COMMON_NAME_LEN, MIN_LIFETIME, REFRESH_BEFORE_EXPIRY,
+    REFRESH_MARGIN,
+};
 pub use key_type::{KeyType, UnknownKeyType};
 pub use request::{IssuanceRequest, DEFAULT_MAX_EXPIRATION_SECONDS};
 pub use requested_key::{KeyMaterial, RequestedKey, MAX_KEY_MATERIAL_SIZE};
 pub use service_index::ServiceIndex;
 pub use signer_config::{
     parse_trust_domain, SignerConfig, SignerKind, DEFAULT_MAX_LIFETIME, MAX_LABEL_VALUE_LEN,
-    SERVICE_DNS_SIGNER_NAME, SPIFFE_SIGNER_NAME,
+    POD_IDENTITY_SIGNER_NAME, SERVICE_DNS_SIGNER_NAME, SPIFFE_SIGNER_NAME,
 };
 pub use signing_ca::SigningCa;
 pub use snapshot::{
@@ -99,3 +105,6 @@ pub use snapshot::{
 
 /// Re-exported: [`spiffe::TrustDomain`] appears in [`SignerKind`].
 pub use spiffe;
+
+/// Re-exported from podtls: the identity extensions the signers write.
+pub use podtls::{IssuingCluster, PodIdentity};

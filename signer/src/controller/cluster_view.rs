@@ -197,6 +197,9 @@ pub fn strip_pod(pod: &mut Pod) {
     pod.spec = pod.spec.take().map(|spec| PodSpec {
         service_account_name: spec.service_account_name,
         node_name: spec.node_name,
+        // Per-pod DNS names of headless Services.
+        hostname: spec.hostname,
+        subdomain: spec.subdomain,
         volumes: spec.volumes.map(|volumes| {
             volumes
                 .into_iter()
@@ -272,6 +275,12 @@ pub fn pod_info(pod: &Pod) -> PodInfo {
                 key_type: c.key_type.clone(),
             })
             .collect(),
+        hostname: spec
+            .and_then(|s| s.hostname.clone())
+            .filter(|h| !h.is_empty()),
+        subdomain: spec
+            .and_then(|s| s.subdomain.clone())
+            .filter(|h| !h.is_empty()),
     }
 }
 

@@ -26,7 +26,7 @@ use super::replica::Replica;
 use super::service_cache::{self, service_cache};
 use super::sharding::{Released, Sharding, ShardingConfig};
 use super::{admin, ca_status, requester_policy, trust_bundle_gc, trust_bundles, Error};
-use crate::{SignerConfig, SignerKind};
+use crate::SignerConfig;
 
 /// One enabled signer and its pool file.
 #[derive(Clone, Debug)]
@@ -127,12 +127,9 @@ pub async fn run(client: Client, config: ControllerConfig) -> Result<(), Error> 
     tracing::info!(pcr = %apis.pcr.api_version, ctb = %apis.ctb.api_version, "discovered certificates.k8s.io versions");
 
     // Watch caches: pods, Nodes and ServiceAccounts for every signer's entitlement
-    // checks; Services for the service-dns signer.
+    // checks; Services for the signers that issue DNS names.
     let cluster = ClusterView::start(&client).await?;
-    let needs_services = config
-        .signers
-        .iter()
-        .any(|s| matches!(s.config.kind, SignerKind::ServiceDns));
+    let needs_services = config.signers.iter().any(|s| s.config.issues_dns_names());
     let (services, services_writer) = service_cache();
     if needs_services {
         // Indexed by namespace and selector; only name, namespace, type and selector

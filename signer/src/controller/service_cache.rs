@@ -25,10 +25,13 @@ pub fn service_info(s: &Service) -> ServiceInfo {
     ServiceInfo {
         namespace: s.metadata.namespace.clone().unwrap_or_default(),
         name: s.metadata.name.clone().unwrap_or_default(),
-        service_type: spec
-            .and_then(|s| s.type_.as_deref())
-            .unwrap_or_default()
-            .into(),
+        service_type: match spec.and_then(|s| s.type_.as_deref()).unwrap_or_default() {
+            // A headless Service: ClusterIP without a cluster IP.
+            "" | "ClusterIP" if spec.and_then(|s| s.cluster_ip.as_deref()) == Some("None") => {
+                crate::ServiceType::Headless
+            }
+            other => other.into(),
+        },
         selector: spec.and_then(|s| s.selector.clone()).unwrap_or_default(),
     }
 }

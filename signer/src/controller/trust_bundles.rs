@@ -34,6 +34,10 @@ pub fn bundle_labels(config: &SignerConfig) -> BTreeMap<String, String> {
             "service-dns.row-major.net/canarying".to_string(),
             "live".to_string(),
         )]),
+        SignerKind::PodIdentity { .. } => BTreeMap::from([(
+            "podidentity.row-major.net/canarying".to_string(),
+            "live".to_string(),
+        )]),
         SignerKind::Spiffe { trust_domain } => BTreeMap::from([
             (
                 "spiffe.row-major.net/canarying".to_string(),
@@ -142,6 +146,23 @@ mod tests {
         assert_eq!(
             bundle_labels(&SignerConfig::service_dns())["service-dns.row-major.net/canarying"],
             "live"
+        );
+    }
+
+    #[test]
+    fn pod_identity_bundle_keeps_meshtools_name_and_label() {
+        let td = crate::parse_trust_domain("cluster.local").unwrap();
+        let config = SignerConfig::pod_identity(td);
+        assert_eq!(
+            bundle_name(&config.name),
+            "row-major.net:pod-identity:primary-bundle"
+        );
+        assert_eq!(
+            bundle_labels(&config),
+            BTreeMap::from([(
+                "podidentity.row-major.net/canarying".to_string(),
+                "live".to_string()
+            )])
         );
     }
 }
