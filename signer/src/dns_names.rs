@@ -105,7 +105,9 @@ fn parse_dns_name(flag: &'static str, given: &str) -> Result<String, Error> {
         return Err(invalid("it is empty".into()));
     }
     if given != given.to_ascii_lowercase() {
-        return Err(invalid("DNS names in certificates are lowercase here".into()));
+        return Err(invalid(
+            "DNS names in certificates are lowercase here".into(),
+        ));
     }
     if !is_dns_name(given) {
         return Err(invalid(

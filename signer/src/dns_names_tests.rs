@@ -189,7 +189,12 @@ fn chosen_services_narrow_the_names_to_a_subset() {
 fn attack_choosing_a_service_that_does_not_select_the_pod_is_never_issued() {
     let services = [
         svc("a", "db", ServiceType::ClusterIp, APP),
-        svc("a", "payments", ServiceType::ClusterIp, &[("app", "payments")]),
+        svc(
+            "a",
+            "payments",
+            ServiceType::ClusterIp,
+            &[("app", "payments")],
+        ),
         svc("b", "db-b", ServiceType::ClusterIp, APP),
     ];
     for wanted in [
@@ -227,7 +232,16 @@ fn parses_the_services_annotation() {
         chosen_services(&ann("web, web-admin,web")).unwrap(),
         Some(chosen(&["web", "web-admin"]))
     );
-    for bad in ["", "web,", ",web", "Web", "web admin", "web.a.svc", "-web", &"a".repeat(64)] {
+    for bad in [
+        "",
+        "web,",
+        ",web",
+        "Web",
+        "web admin",
+        "web.a.svc",
+        "-web",
+        &"a".repeat(64),
+    ] {
         let err = chosen_services(&ann(bad)).unwrap_err();
         assert_eq!(
             err.reason,
@@ -279,7 +293,13 @@ fn refuses_suffixes_and_domains_that_are_no_dns_names() {
     ] {
         let err = DnsNameOptions::new().with_suffix(bad).unwrap_err();
         assert!(
-            matches!(err, Error::InvalidDnsName { flag: "--dns-suffix", .. }),
+            matches!(
+                err,
+                Error::InvalidDnsName {
+                    flag: "--dns-suffix",
+                    ..
+                }
+            ),
             "{bad:?}: {err}"
         );
         assert!(DnsNameOptions::new().with_cluster_domain(bad).is_err());

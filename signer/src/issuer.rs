@@ -149,8 +149,7 @@ pub fn issue(
     let mut extensions = Vec::new();
     let mut pod_identity = None;
     let dns = |pod: &PodInfo| {
-        dns_names(pod, &snapshot.services, chosen.as_ref(), &config.dns)
-            .map_err(NotIssued::Pending)
+        dns_names(pod, &snapshot.services, chosen.as_ref(), &config.dns).map_err(NotIssued::Pending)
     };
     let (sans, identities) = match &config.kind {
         SignerKind::Spiffe { trust_domain } => spiffe_san(request, trust_domain)?,
@@ -399,9 +398,7 @@ fn identity_check(
     let read = podtls::PodIdentity::from_own_certificate(leaf_der)
         .map_err(|e| fail(format!("the leaf's PodIdentity does not read back: {e}")))?;
     if read.as_ref() != pod_identity {
-        return Err(fail(
-            "the leaf's PodIdentity is not the one meant".into(),
-        ));
+        return Err(fail("the leaf's PodIdentity is not the one meant".into()));
     }
     let (_, leaf) = X509Certificate::from_der(leaf_der)
         .map_err(|e| fail(format!("the leaf does not parse: {e}")))?;
@@ -412,8 +409,11 @@ fn identity_check(
         .collect();
     let cluster = match sia.as_slice() {
         [] => None,
-        [ext] => podtls::IssuingCluster::from_sia_der(ext.value)
-            .map_err(|e| fail(format!("the leaf's issuing cluster does not read back: {e}")))?,
+        [ext] => podtls::IssuingCluster::from_sia_der(ext.value).map_err(|e| {
+            fail(format!(
+                "the leaf's issuing cluster does not read back: {e}"
+            ))
+        })?,
         _ => return Err(fail("the leaf has two SIA extensions".into())),
     };
     if cluster.as_ref() != config.issuing_cluster.as_ref() {

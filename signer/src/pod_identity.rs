@@ -33,7 +33,9 @@ pub(crate) fn pod_identity_extension(identity: &PodIdentity) -> Result<CustomExt
 
 /// The Subject Information Access extension naming the issuing cluster (non-critical,
 /// as RFC 5280 requires).
-pub(crate) fn issuing_cluster_extension(cluster: &IssuingCluster) -> Result<CustomExtension, Error> {
+pub(crate) fn issuing_cluster_extension(
+    cluster: &IssuingCluster,
+) -> Result<CustomExtension, Error> {
     let mut ext =
         CustomExtension::from_oid_content(SUBJECT_INFO_ACCESS_OID_ARCS, cluster.to_sia_der()?);
     ext.set_criticality(false);

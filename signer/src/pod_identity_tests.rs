@@ -73,7 +73,11 @@ fn snapshot(req: &IssuanceRequest, services: Vec<ServiceInfo>) -> PodSnapshot {
     snap
 }
 
-fn issue_ok(req: &IssuanceRequest, config: &SignerConfig, snap: &PodSnapshot) -> (Issued, SigningCa) {
+fn issue_ok(
+    req: &IssuanceRequest,
+    config: &SignerConfig,
+    snap: &PodSnapshot,
+) -> (Issued, SigningCa) {
     let ca = ca();
     let issued = issue(req, config, &ca, snap, now()).unwrap_or_else(|e| panic!("{e}"));
     check_issued_status(req, &issued, now()).expect("kube-apiserver accepts the status");
@@ -300,7 +304,12 @@ fn user_annotations_choose_a_subset_and_a_non_selecting_service_is_never_issued(
             BTreeMap::from([(SERVICES_ANNOTATION.into(), "web-admin".into())]);
         let snap = snapshot(&req, services.clone());
         let (issued, _) = issue_ok(&req, &cfg, &snap);
-        assert_eq!(facts(&issued.leaf_der).dns, ["web-admin.shop.svc"], "{}", cfg.name);
+        assert_eq!(
+            facts(&issued.leaf_der).dns,
+            ["web-admin.shop.svc"],
+            "{}",
+            cfg.name
+        );
 
         // Attack: ask for payments, which does not select the pod.
         req.unverified_user_annotations =
@@ -328,8 +337,7 @@ fn user_annotations_choose_a_subset_and_a_non_selecting_service_is_never_issued(
     }
     // The spiffe signer issues no DNS names and recognises no key.
     let mut req = request(SPIFFE_SIGNER_NAME);
-    req.unverified_user_annotations =
-        BTreeMap::from([(SERVICES_ANNOTATION.into(), "web".into())]);
+    req.unverified_user_annotations = BTreeMap::from([(SERVICES_ANNOTATION.into(), "web".into())]);
     let snap = snapshot(&req, services);
     match issue(&req, &SignerConfig::spiffe(td()), &ca(), &snap, now()) {
         Err(NotIssued::Denied(d)) => {
@@ -352,7 +360,12 @@ fn a_pod_name_longer_than_a_common_name_is_left_out_of_the_subject() {
     let san = leaf
         .extensions()
         .iter()
-        .find(|e| matches!(e.parsed_extension(), ParsedExtension::SubjectAlternativeName(_)))
+        .find(|e| {
+            matches!(
+                e.parsed_extension(),
+                ParsedExtension::SubjectAlternativeName(_)
+            )
+        })
         .unwrap();
     assert!(san.critical);
     assert_eq!(
@@ -370,7 +383,10 @@ fn a_pod_name_longer_than_a_common_name_is_left_out_of_the_subject() {
 
 /// The certificate the Go interop test (`e2e/cluster/pod_identity_test.go`) decodes
 /// with `encoding/asn1` into the prototype's struct.
-const GO_FIXTURE_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../e2e/cluster/testdata/pod-identity");
+const GO_FIXTURE_DIR: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../e2e/cluster/testdata/pod-identity"
+);
 
 /// The fixture is our issuer's output and stays current: its PodIdentity and SIA
 /// values are byte-for-byte what the code encodes today for the fixture's request.

@@ -20,9 +20,7 @@ use super::pool_watch::PoolState;
 use super::service_cache::ServiceCache;
 use super::sharding::{Sharding, LEASE_RENEWAL_PERIOD};
 use super::Error;
-use crate::{
-    issue, IssuanceRequest, NotIssued, PodInfo, PodSnapshot, ServiceInfo, SignerConfig,
-};
+use crate::{issue, IssuanceRequest, NotIssued, PodInfo, PodSnapshot, ServiceInfo, SignerConfig};
 
 /// How soon a pending request (pod, Node, ServiceAccount or Service not in the caches
 /// yet, or no Service selecting the pod) is looked at again. Pending never turns into

@@ -55,10 +55,25 @@ pub struct ControllerConfig {
     /// Warn when the signing CA expires within this window
     /// ([`DEFAULT_CA_EXPIRY_WARNING`](super::DEFAULT_CA_EXPIRY_WARNING)).
     pub ca_expiry_warning: Duration,
+    /// The cluster every signer names in its certificates (`--issuer-url`).
+    pub issuer: super::IssuerSource,
 }
 
 /// Runs the controller until SIGTERM/Ctrl-C (graceful: in-flight reconciles finish).
-pub async fn run(client: Client, config: ControllerConfig) -> Result<(), Error> {
+pub async fn run(client: Client, mut config: ControllerConfig) -> Result<(), Error> {
+    // The issuing cluster, named in every certificate. Without it (discovery refused)
+    // certificates name none, and a verifier requiring one refuses them: fail closed.
+    match super::issuer_discovery::resolve(&client, &config.issuer).await {
+        Ok(cluster) => {
+            tracing::info!(issuer = ?cluster.as_ref().map(|c| c.as_str()), "issuing cluster named in certificates");
+            for setup in &mut config.signers {
+                setup.config.issuing_cluster = cluster.clone();
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, "could not discover the cluster's ServiceAccount issuer; certificates name no issuing cluster (set --issuer-url)")
+        }
+    }
     let metrics = Arc::new(Metrics::new());
     let pools: Vec<watch::Receiver<PoolState>> = config
         .signers
