@@ -17,6 +17,7 @@ mod denials;
 mod entitlement;
 mod faults;
 mod issuance;
+mod pod_identity;
 mod rotation;
 
 use ca_lifecycle::*;
@@ -24,6 +25,7 @@ use denials::*;
 use entitlement::*;
 use faults::*;
 use issuance::*;
+use pod_identity::*;
 use rotation::*;
 
 static ONE_CLUSTER_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -142,6 +144,12 @@ async fn suite(cluster: &TestCluster, api_version: &str, key_material: KeyMateri
     kubelet_sends_the_releases_key_material(&requests, key_material)
         .await
         .context("key material")?;
+    // One release is enough for the pod-identity signer's cluster-facing behaviour.
+    if cluster.release == Release::V1_37 {
+        the_pod_identity_signer_works_end_to_end(&mesh, &requests, &signer_a)
+            .await
+            .context("pod-identity signer")?;
+    }
 
     forced_refresh_rotates_without_a_failed_request(&mesh, &pairs[2])
         .await
