@@ -1,4 +1,4 @@
-//! The local system: two signers with their CA pools, three example
+//! The local system: three signers with their CA pools, four example
 //! namespaces with a server and a client pod each, and the rotation schedule.
 
 use std::collections::BTreeMap;
@@ -14,6 +14,10 @@ use crate::kubelet::Pod;
 
 /// The SPIFFE trust domain of the local system.
 pub const TRUST_DOMAIN: &str = "cluster.local";
+
+/// The issuing cluster the local signers name in every certificate (a kubeadm or kind
+/// cluster's default ServiceAccount issuer).
+pub const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 
 /// One signer: its configuration and CA pool.
 pub struct LocalSigner {
@@ -80,6 +84,9 @@ pub enum PairKind {
     ServiceDnsSpiffeClient,
     /// Both sides SPIFFE; the client checks the server's SPIFFE ID.
     FullSpiffe,
+    /// Both sides from row-major.net/pod-identity: the server authorizes the client by
+    /// the namespace in its PodIdentity and by its issuing cluster.
+    PodIdentity,
 }
 
 /// One example namespace.
@@ -104,6 +111,7 @@ impl Pair {
             PairKind::ServiceDnsUnauthClient => "service-dns + unauthenticated client",
             PairKind::ServiceDnsSpiffeClient => "service-dns + SPIFFE client",
             PairKind::FullSpiffe => "full SPIFFE (both sides)",
+            PairKind::PodIdentity => "pod identity (both sides)",
         }
     }
 
@@ -152,18 +160,32 @@ pub struct System {
     pub service_dns: LocalSigner,
     /// `row-major.net/spiffe`.
     pub spiffe: LocalSigner,
-    /// The three pairs.
+    /// `row-major.net/pod-identity`.
+    pub pod_identity: LocalSigner,
+    /// The four pairs.
     pub pairs: Vec<Pair>,
 }
 
 impl System {
-    /// Fresh CAs and the three example namespaces.
+    /// Fresh CAs and the four example namespaces.
     pub fn new(now: SystemTime) -> Result<System> {
         let td = signer::parse_trust_domain(TRUST_DOMAIN)?;
-        let service_dns = LocalSigner::new(SignerConfig::service_dns(), now)?;
-        let spiffe = LocalSigner::new(SignerConfig::spiffe(td), now)?;
+        let issuer = Some(signer::IssuingCluster::new(ISSUER)?);
+        let service_dns = LocalSigner::new(
+            SignerConfig::service_dns().with_issuing_cluster(issuer.clone()),
+            now,
+        )?;
+        let spiffe = LocalSigner::new(
+            SignerConfig::spiffe(td.clone()).with_issuing_cluster(issuer.clone()),
+            now,
+        )?;
+        let pod_identity = LocalSigner::new(
+            SignerConfig::pod_identity(td).with_issuing_cluster(issuer),
+            now,
+        )?;
         let dns = service_dns.config.name.clone();
         let sp = spiffe.config.name.clone();
+        let pi = pod_identity.config.name.clone();
         let pair = |kind,
                     namespace: &'static str,
                     server_signer: &str,
@@ -194,21 +216,27 @@ impl System {
                     Some(&sp),
                 ),
                 pair(PairKind::FullSpiffe, "spiffe-mtls", &sp, Some(&sp)),
+                pair(PairKind::PodIdentity, "pod-identity", &pi, Some(&pi)),
             ],
             service_dns,
             spiffe,
+            pod_identity,
         })
     }
 
     /// The signer named `name`.
     pub fn signer(&self, name: &str) -> Option<&LocalSigner> {
-        [&self.service_dns, &self.spiffe]
+        [&self.service_dns, &self.spiffe, &self.pod_identity]
             .into_iter()
             .find(|s| s.config.name == name)
     }
 
     /// Every signer, mutably.
-    pub fn signers_mut(&mut self) -> [&mut LocalSigner; 2] {
-        [&mut self.service_dns, &mut self.spiffe]
+    pub fn signers_mut(&mut self) -> [&mut LocalSigner; 3] {
+        [
+            &mut self.service_dns,
+            &mut self.spiffe,
+            &mut self.pod_identity,
+        ]
     }
 }

@@ -29,7 +29,7 @@ fn local_system_rotates_everything_without_a_failed_request() {
         .skip_while(|l| !l.starts_with("summary"))
         .filter(|l| l.contains(" ok, "))
         .collect();
-    assert_eq!(summary.len(), 3, "three pairs: {stdout}");
+    assert_eq!(summary.len(), 4, "four pairs: {stdout}");
     for line in summary {
         assert!(line.contains(" 0 failed"), "{line}");
     }

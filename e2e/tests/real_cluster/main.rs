@@ -146,9 +146,11 @@ async fn suite(cluster: &TestCluster, api_version: &str, key_material: KeyMateri
         .context("key material")?;
     // One release is enough for the pod-identity signer's cluster-facing behaviour.
     if cluster.release == Release::V1_37 {
+        let started = Instant::now();
         the_pod_identity_signer_works_end_to_end(&mesh, &requests, &signer_a)
             .await
             .context("pod-identity signer")?;
+        eprintln!("pod-identity signer: {:?}", started.elapsed());
     }
 
     forced_refresh_rotates_without_a_failed_request(&mesh, &pairs[2])
