@@ -19,6 +19,10 @@
 //!   own kind (the signer reloads its CA pool with it).
 //! - **SPIFFE** ([`verify_spiffe_peer`], [`Authorizer`]): X509-SVID peers
 //!   verified against the bundle of their own trust domain, then authorized.
+//! - **Pod identity** ([`PodIdentity`], [`IssuingCluster`]): what a verified leaf
+//!   says about its pod (the PodIdentity extension of Kubernetes' Pod Certificates
+//!   prototype) and the cluster that issued it, on [`PeerIdentity`] and usable by
+//!   [`Authorizer`] rules; never read from a chain that did not verify.
 //! - **rustls** ([`ServerTls`], [`ClientTls`]): resolvers and verifiers that
 //!   read the live stores on every handshake (an atomic load, no lock), and
 //!   a handshake path on both sides ([`ServerTls::accept`],

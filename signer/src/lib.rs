@@ -1,8 +1,9 @@
 //! # signer
 //!
 //! The pure core of a Kubernetes PodCertificateRequest signer for the signers
-//! `row-major.net/service-dns` and `row-major.net/spiffe` (names configurable), compatible
-//! with the original Go `meshtool` (signer names, CA pool JSON, Secret key `pool`).
+//! `row-major.net/service-dns`, `row-major.net/spiffe` and `row-major.net/pod-identity`
+//! (names configurable), compatible with the original Go `meshtool` (signer names, CA
+//! pool JSON, Secret key `pool`). What each puts in a certificate: `signer/README.md`.
 //!
 //! What it does:
 //! - [`issue`]: request + [`SignerConfig`] + [`SigningCa`] + [`PodSnapshot`] + `now` →
@@ -13,6 +14,10 @@
 //!   retry).
 //! - [`check_entitlement`]: every request is checked against the live pod, Node and
 //!   ServiceAccount ([`PodSnapshot`]) before anything is issued.
+//! - Service DNS names ([`DnsNameOptions`]): `<svc>.<ns>.svc`, suffixed and fully
+//!   qualified forms, per-pod names of headless Services, narrowed to the Services the pod
+//!   chose ([`SERVICES_ANNOTATION`]); the PodIdentity extension ([`PodIdentity`]) and the
+//!   issuing cluster ([`IssuingCluster`]) in the certificate.
 //! - Requester keys from `pkixPublicKey` + `proofOfPossession` (certificates.k8s.io/v1beta1
 //!   in 1.35) or `stubPKCS10Request` (1.36+, v1), verified as kube-apiserver does
 //!   ([`RequestedKey`]); every Kubernetes key type ([`KeyType`]).
