@@ -71,6 +71,7 @@ fn main() {
     svid_leaf(&root, &ca, &ed_ca, web);
     ca_pool(&root, &inter);
     requested_key(&root);
+    identity_extensions(&root);
     eprintln!("seeds written to {}", root.display());
 }
 
@@ -236,4 +237,29 @@ fn requested_key(root: &Path) {
             frame([POD_UID.as_bytes(), b"", b"", &key.stub_csr()]),
         );
     }
+}
+
+/// Raw extension values: PodIdentity DER and Subject Information Access DER.
+fn identity_extensions(root: &Path) {
+    let out = Out::new(root, "identity_extensions");
+    let pod = podtls::PodIdentity {
+        namespace: "default".into(),
+        service_account_name: "web".into(),
+        service_account_uid: "5f0c3b9e-4c6e-4f43-8a51-1f5a2c9d0e11".into(),
+        pod_name: "web-0".into(),
+        pod_uid: POD_UID.into(),
+        node_name: "node-1".into(),
+        node_uid: "9a1d2e3f-0b4c-4d5e-8f60-7a8b9c0d1e2f".into(),
+    };
+    let der = pod.to_der().expect("PodIdentity DER");
+    out.write("pod-identity", &der);
+    let mut eight = der.clone();
+    eight.extend_from_slice(&[0x0c, 0x01, b'x']);
+    // The SEQUENCE's length: long form (0x81 n) for this body of 128..=255 bytes.
+    let len_at = if eight[1] == 0x81 { 2 } else { 1 };
+    eight[len_at] += 3;
+    out.write("pod-identity-eight-fields", eight);
+    let issuer = podtls::IssuingCluster::new("https://kubernetes.default.svc.cluster.local")
+        .expect("issuer");
+    out.write("sia-issuer", issuer.to_sia_der().expect("SIA DER"));
 }

@@ -107,6 +107,16 @@ pub struct Args {
     )]
     pub allow_spiffe_path_prefix: Vec<String>,
 
+    /// Allow clients whose verified certificate carries a PodIdentity extension
+    /// naming this namespace (row-major.net/pod-identity certificates); repeatable.
+    #[arg(long, env = "DEMO_SERVER_ALLOW_POD_NAMESPACE", value_delimiter = ',')]
+    pub allow_pod_namespace: Vec<String>,
+
+    /// Additionally require that the client's verified certificate names this
+    /// issuing cluster (the ServiceAccount issuer URL of the cluster that issued it).
+    #[arg(long, env = "DEMO_SERVER_REQUIRE_ISSUING_CLUSTER")]
+    pub require_issuing_cluster: Option<String>,
+
     /// Plain-HTTP admin listener for /metrics, /readyz and /livez; "off" disables it.
     #[arg(long, env = "DEMO_SERVER_ADMIN_LISTEN", default_value = "0.0.0.0:9090")]
     pub admin_listen: String,

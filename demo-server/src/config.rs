@@ -78,10 +78,12 @@ impl Config {
         }
         let has_policy = !(args.allow_spiffe_id.is_empty()
             && args.allow_trust_domain.is_empty()
-            && args.allow_spiffe_path_prefix.is_empty());
+            && args.allow_spiffe_path_prefix.is_empty()
+            && args.allow_pod_namespace.is_empty()
+            && args.require_issuing_cluster.is_none());
         if !enabled {
             if has_policy {
-                bail!("--allow-spiffe-id / --allow-trust-domain / --allow-spiffe-path-prefix need --enable-spiffe-client-support or --require-spiffe-client");
+                bail!("--allow-spiffe-id / --allow-trust-domain / --allow-spiffe-path-prefix / --allow-pod-namespace / --require-issuing-cluster need --enable-spiffe-client-support or --require-spiffe-client");
             }
             return Ok(Config {
                 credentials,
@@ -146,10 +148,26 @@ fn authorizer(args: &Args) -> Result<Authorizer> {
             id.path(),
         ));
     }
-    Ok(if rules.is_empty() {
+    for ns in &args.allow_pod_namespace {
+        if ns.is_empty() {
+            bail!("--allow-pod-namespace: empty namespace");
+        }
+        rules.push(Authorizer::pod_namespace(ns.clone()));
+    }
+    let allowed = if rules.is_empty() {
         Authorizer::any()
     } else {
         Authorizer::any_of(rules)
+    };
+    Ok(match &args.require_issuing_cluster {
+        None => allowed,
+        Some(url) => Authorizer::all_of([
+            allowed,
+            Authorizer::issued_by(
+                podtls::IssuingCluster::new(url.as_str())
+                    .with_context(|| format!("--require-issuing-cluster {url:?}"))?,
+            ),
+        ]),
     })
 }
 

@@ -22,6 +22,9 @@ pub struct Reply {
     /// `x-client-trust-domain` header (the body stays
     /// `Client Identity: <id>`, which names it too).
     pub client_trust_domain: Option<String>,
+    /// The cluster that issued the verified client certificate, sent back in the
+    /// `x-client-issuing-cluster` header.
+    pub client_issuer: Option<String>,
 }
 
 /// The response header carrying the verified client certificate's serial.
@@ -29,6 +32,28 @@ pub const CLIENT_SERIAL_HEADER: &str = "x-client-certificate-serial";
 
 /// The response header carrying the verified client's SPIFFE trust domain.
 pub const CLIENT_TRUST_DOMAIN_HEADER: &str = "x-client-trust-domain";
+/// The response header carrying the issuing cluster named by the verified client
+/// certificate (its ServiceAccount issuer URL), when it names one.
+pub const CLIENT_ISSUER_HEADER: &str = "x-client-issuing-cluster";
+
+/// The second line of a `/spiffe-echo` reply for a client whose verified certificate
+/// carries a PodIdentity extension (the first line stays `Client Identity: <id>`).
+pub fn pod_identity_line(id: &podtls::PeerIdentity) -> Option<String> {
+    let p = id.pod_identity()?;
+    let issuer = id
+        .issuing_cluster()
+        .map_or_else(|| "none".to_string(), |c| c.to_string());
+    Some(format!(
+        "Pod Identity: namespace={} serviceAccount={} serviceAccountUID={} pod={} podUID={} node={} nodeUID={} issuingCluster={issuer}",
+        p.namespace,
+        p.service_account_name,
+        p.service_account_uid,
+        p.pod_name,
+        p.pod_uid,
+        p.node_name,
+        p.node_uid
+    ))
+}
 
 /// Routes a request. `spiffe_enabled` says whether the server asks clients
 /// for SPIFFE certificates at all.
@@ -45,6 +70,7 @@ pub fn route<B>(req: &Request<B>, spiffe_enabled: bool) -> Reply {
         route,
         client_serial: None,
         client_trust_domain: None,
+        client_issuer: None,
     };
     if route == "other" {
         return reply(StatusCode::NOT_FOUND, "not found\n");
@@ -63,11 +89,19 @@ pub fn route<B>(req: &Request<B>, spiffe_enabled: bool) -> Reply {
     }
     match podtls::http::peer_auth(req) {
         PeerAuth::Verified(id) => match id.spiffe_id() {
-            Some(spiffe_id) => Reply {
-                client_serial: Some(id.certificate.serial.clone()),
-                client_trust_domain: Some(spiffe_id.trust_domain().to_string()),
-                ..reply(StatusCode::OK, &format!("Client Identity: {spiffe_id}"))
-            },
+            Some(spiffe_id) => {
+                let mut body = format!("Client Identity: {spiffe_id}");
+                if let Some(line) = pod_identity_line(&id) {
+                    body.push('\n');
+                    body.push_str(&line);
+                }
+                Reply {
+                    client_serial: Some(id.certificate.serial.clone()),
+                    client_issuer: id.issuing_cluster().map(|c| c.to_string()),
+                    client_trust_domain: Some(spiffe_id.trust_domain().to_string()),
+                    ..reply(StatusCode::OK, &body)
+                }
+            }
             None => reply(StatusCode::UNAUTHORIZED, "Malformed SPIFFE certificate\n"),
         },
         PeerAuth::Anonymous => reply(
@@ -86,6 +120,9 @@ pub fn respond(reply: Reply) -> Response<Full<Bytes>> {
     let serial = reply
         .client_serial
         .and_then(|s| http::HeaderValue::from_str(&s).ok());
+    let issuer = reply
+        .client_issuer
+        .and_then(|s| http::HeaderValue::from_str(&s).ok());
     let mut resp = Response::new(Full::new(Bytes::from(reply.body)));
     if let Some(serial) = serial {
         resp.headers_mut().insert(CLIENT_SERIAL_HEADER, serial);
@@ -95,6 +132,9 @@ pub fn respond(reply: Reply) -> Response<Full<Bytes>> {
         .and_then(|s| http::HeaderValue::from_str(&s).ok())
     {
         resp.headers_mut().insert(CLIENT_TRUST_DOMAIN_HEADER, td);
+    }
+    if let Some(issuer) = issuer {
+        resp.headers_mut().insert(CLIENT_ISSUER_HEADER, issuer);
     }
     *resp.status_mut() = reply.status;
     resp.headers_mut().insert(
@@ -141,6 +181,84 @@ mod tests {
         let r = route(&req(Method::GET, "/spiffe-echo", Some(rejected)), true);
         assert_eq!(r.status, StatusCode::UNAUTHORIZED);
         assert!(r.body.contains("evil.org"), "{}", r.body);
+    }
+
+    /// A client verified by podtls with a pod-identity certificate (and one without).
+    fn verified(with_pod: bool) -> PeerAuth {
+        use podtls::test_util::{CertAuthority, LeafSpec};
+        let ca = CertAuthority::new("ca");
+        let mut spec = LeafSpec::spiffe("spiffe://cluster.local/ns/shop/sa/web");
+        if with_pod {
+            let pod = podtls::PodIdentity {
+                namespace: "shop".into(),
+                service_account_name: "web".into(),
+                service_account_uid: "sa-uid".into(),
+                pod_name: "web-0".into(),
+                pod_uid: "pod-uid".into(),
+                node_name: "node-1".into(),
+                node_uid: "node-uid".into(),
+            };
+            spec = spec
+                .extension(podtls::POD_IDENTITY_OID_ARCS, pod.to_der().unwrap(), false)
+                .extension(
+                    podtls::SUBJECT_INFO_ACCESS_OID_ARCS,
+                    podtls::IssuingCluster::new("https://k.example")
+                        .unwrap()
+                        .to_sia_der()
+                        .unwrap(),
+                    false,
+                );
+        }
+        let leaf = ca.issue(&spec);
+        let bundle =
+            podtls::TrustBundle::from_pem(ca.cert_pem().as_bytes(), &podtls::Origin::memory("ca"))
+                .unwrap();
+        let bundles = podtls::SpiffeBundles::new([(
+            podtls::parse_trust_domain("cluster.local").unwrap(),
+            podtls::Store::fixed("b", bundle),
+        )]);
+        let id = podtls::verify_spiffe_peer(
+            &leaf.chain_der[0],
+            &leaf.chain_der[1..],
+            &bundles,
+            &podtls::Authorizer::any(),
+            podtls::PeerRole::Client,
+            podtls::rustls::pki_types::UnixTime::now(),
+        )
+        .unwrap();
+        PeerAuth::Verified(std::sync::Arc::new(id))
+    }
+
+    #[test]
+    fn spiffe_echo_adds_a_pod_identity_line_and_the_issuer_header() {
+        let r = route(
+            &req(Method::GET, "/spiffe-echo", Some(verified(true))),
+            true,
+        );
+        assert_eq!(r.status, StatusCode::OK);
+        let lines: Vec<&str> = r.body.lines().collect();
+        assert_eq!(
+            lines[0],
+            "Client Identity: spiffe://cluster.local/ns/shop/sa/web"
+        );
+        assert_eq!(
+            lines[1],
+            "Pod Identity: namespace=shop serviceAccount=web serviceAccountUID=sa-uid pod=web-0 podUID=pod-uid node=node-1 nodeUID=node-uid issuingCluster=https://k.example"
+        );
+        assert_eq!(r.client_issuer.as_deref(), Some("https://k.example"));
+        let resp = respond(r);
+        assert_eq!(resp.headers()[CLIENT_ISSUER_HEADER], "https://k.example");
+
+        // Without the extensions: the one line, as before, and no header.
+        let r = route(
+            &req(Method::GET, "/spiffe-echo", Some(verified(false))),
+            true,
+        );
+        assert_eq!(
+            r.body,
+            "Client Identity: spiffe://cluster.local/ns/shop/sa/web"
+        );
+        assert!(respond(r).headers().get(CLIENT_ISSUER_HEADER).is_none());
     }
 
     #[test]

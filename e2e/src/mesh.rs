@@ -73,7 +73,7 @@ pub struct Pair {
 impl<'c> Mesh<'c> {
     /// Installs the controller in the order the quick start (kind/README.md) and
     /// the manifest's header give, from an empty cluster: `controller/namespace.yaml`
-    /// applied (server-side), both CA pool Secrets made with `signer
+    /// applied (server-side), the three CA pool Secrets made with `signer
     /// make-ca-pool-secret`, then every file of `controller/` applied.
     pub async fn install(cluster: &'c TestCluster) -> Result<Mesh<'c>> {
         let client = cluster.admin_client().await?;
@@ -94,6 +94,7 @@ impl<'c> Mesh<'c> {
         for (secret, id) in [
             ("service-dns-ca-pool", "sd-1"),
             ("spiffe-ca-pool", "spiffe-1"),
+            ("pod-identity-ca-pool", "pod-identity-1"),
         ] {
             mesh.signer_tool(&[
                 "make-ca-pool-secret",

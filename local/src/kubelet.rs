@@ -108,14 +108,23 @@ impl PodVolumes {
         self.creds.path(BUNDLE)
     }
 
-    /// A trust bundle path (`service-dns.pem` or `spiffe.pem`).
+    /// A trust bundle path (`service-dns.pem`, `spiffe.pem` or `pod-identity.pem`).
     pub fn trust(&self, name: &str) -> PathBuf {
         self.trust.path(name)
     }
 
-    /// Projects both signers' trust bundles.
-    pub fn project_trust(&self, service_dns: &CaPool, spiffe: &CaPool) -> Result<()> {
+    /// Projects every signer's trust bundle.
+    pub fn project_trust(
+        &self,
+        service_dns: &CaPool,
+        spiffe: &CaPool,
+        pod_identity: &CaPool,
+    ) -> Result<()> {
         let files = BTreeMap::from([
+            (
+                "pod-identity.pem".to_string(),
+                pod_identity.trust_bundle_pem().into_bytes(),
+            ),
             (
                 "service-dns.pem".to_string(),
                 service_dns.trust_bundle_pem().into_bytes(),

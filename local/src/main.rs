@@ -7,7 +7,7 @@
 //! It runs a local CA per signer (`row-major.net/service-dns`,
 //! `row-major.net/spiffe`) with the signer's own issuance code, a kubelet
 //! stand-in that requests and projects every pod's certificate and trust
-//! bundles with kubelet's atomic-writer layout, and the three example pairs
+//! bundles with kubelet's atomic-writer layout, and the four example pairs
 //! as real demo-server / demo-client processes:
 //! service-dns server + unauthenticated client, service-dns server + SPIFFE
 //! client (the echo shows the client's SPIFFE ID), and full SPIFFE (the client
@@ -46,7 +46,7 @@ use federation::{Federation, Phase, Verdict};
 use kubelet::PodVolumes;
 use system::{PairKind, System, PARTNER_TRUST_DOMAIN, TRUST_DOMAIN};
 
-/// Runs the signers, a kubelet stand-in and the three demo pairs locally.
+/// Runs the signers, a kubelet stand-in and the four demo pairs locally.
 #[derive(Debug, Parser)]
 #[command(name = "podtls-local", version)]
 struct Args {
@@ -165,6 +165,17 @@ async fn run(args: Args) -> Result<bool> {
                 "--allow-trust-domain".into(),
                 TRUST_DOMAIN.into(),
             ]),
+            PairKind::PodIdentity => server_args.extend([
+                "--require-spiffe-client".into(),
+                "--spiffe-trust-bundle".into(),
+                sv.trust("pod-identity.pem").display().to_string(),
+                "--spiffe-trust-domain".into(),
+                TRUST_DOMAIN.into(),
+                "--allow-pod-namespace".into(),
+                pair.namespace.into(),
+                "--require-issuing-cluster".into(),
+                system::ISSUER.into(),
+            ]),
         }
         let server_log = work
             .join("logs")
@@ -205,6 +216,12 @@ async fn run(args: Args) -> Result<bool> {
                 pair.server_spiffe_id(),
                 "--spiffe-trust-bundle".into(),
                 cv.trust("spiffe.pem").display().to_string(),
+            ]),
+            PairKind::PodIdentity => client_args.extend([
+                "--server-spiffe-id".into(),
+                pair.server_spiffe_id(),
+                "--spiffe-trust-bundle".into(),
+                cv.trust("pod-identity.pem").display().to_string(),
             ]),
             _ => client_args.extend([
                 "--server-trust-bundle".into(),
@@ -493,8 +510,13 @@ fn project_all(
     }
     for (i, (pair, (sv, cv))) in system.pairs.iter().zip(volumes).enumerate() {
         if trust && !pair.uses_credential_folder() {
-            sv.project_trust(&system.service_dns.pool, &system.spiffe.pool)?;
-            cv.project_trust(&system.service_dns.pool, &system.spiffe.pool)?;
+            for v in [sv, cv] {
+                v.project_trust(
+                    &system.service_dns.pool,
+                    &system.spiffe.pool,
+                    &system.pod_identity.pool,
+                )?;
+            }
         }
         for (pod, vol, is_server) in [(&pair.server, sv, true), (&pair.client, cv, false)] {
             let Some(signer_name) = &pod.signer else {

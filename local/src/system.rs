@@ -1,4 +1,4 @@
-//! The local system: two signers with their CA pools, three example
+//! The local system: three signers with their CA pools, four example
 //! namespaces with a server and a client pod each, and the rotation schedule.
 
 use std::collections::BTreeMap;
@@ -21,6 +21,9 @@ pub const PARTNER_TRUST_DOMAIN: &str = "partner.example";
 
 /// The partner cluster's spiffe signer.
 pub const PARTNER_SIGNER: &str = "partner.example/spiffe";
+/// The issuing cluster the local signers name in every certificate (a kubeadm or kind
+/// cluster's default ServiceAccount issuer).
+pub const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 
 /// One signer: its configuration and CA pool.
 pub struct LocalSigner {
@@ -91,6 +94,9 @@ pub enum PairKind {
     /// client in `partner.example`, both reading a SPIFFE credential folder.
     /// Refused until federation is added, and again after it is removed.
     Federated,
+    /// Both sides from row-major.net/pod-identity: the server authorizes the client by
+    /// the namespace in its PodIdentity and by its issuing cluster.
+    PodIdentity,
 }
 
 /// One example namespace.
@@ -116,6 +122,7 @@ impl Pair {
             PairKind::ServiceDnsSpiffeClient => "service-dns + SPIFFE client",
             PairKind::FullSpiffe => "full SPIFFE (both sides)",
             PairKind::Federated => "federated (client in partner.example)",
+            PairKind::PodIdentity => "pod identity (both sides)",
         }
     }
 
@@ -156,6 +163,7 @@ fn pod(namespace: &str, name: &str, sa: &str, signer: Option<&str>) -> Pod {
                 })
                 .into_iter()
                 .collect(),
+            ..Default::default()
         },
         service_account: sa.into(),
         signer: signer.map(str::to_string),
@@ -170,24 +178,39 @@ pub struct System {
     pub spiffe: LocalSigner,
     /// `partner.example/spiffe`: the second trust domain's signer.
     pub partner: LocalSigner,
-    /// The pairs.
+    /// `row-major.net/pod-identity`.
+    pub pod_identity: LocalSigner,
+    /// The five pairs.
     pub pairs: Vec<Pair>,
 }
 
 impl System {
-    /// Fresh CAs and the three example namespaces.
+    /// Fresh CAs and the four example namespaces.
     pub fn new(now: SystemTime) -> Result<System> {
         let td = signer::parse_trust_domain(TRUST_DOMAIN)?;
-        let service_dns = LocalSigner::new(SignerConfig::service_dns(), now)?;
-        let spiffe = LocalSigner::new(SignerConfig::spiffe(td), now)?;
+        let issuer = Some(signer::IssuingCluster::new(ISSUER)?);
+        let service_dns = LocalSigner::new(
+            SignerConfig::service_dns().with_issuing_cluster(issuer.clone()),
+            now,
+        )?;
+        let spiffe = LocalSigner::new(
+            SignerConfig::spiffe(td.clone()).with_issuing_cluster(issuer.clone()),
+            now,
+        )?;
         let partner = LocalSigner::new(
             SignerConfig::spiffe(signer::parse_trust_domain(PARTNER_TRUST_DOMAIN)?)
-                .with_name(PARTNER_SIGNER),
+                .with_name(PARTNER_SIGNER)
+                .with_issuing_cluster(issuer.clone()),
+            now,
+        )?;
+        let pod_identity = LocalSigner::new(
+            SignerConfig::pod_identity(td).with_issuing_cluster(issuer),
             now,
         )?;
         let dns = service_dns.config.name.clone();
         let sp = spiffe.config.name.clone();
         let partner_name = partner.config.name.clone();
+        let pi = pod_identity.config.name.clone();
         let pair = |kind,
                     namespace: &'static str,
                     server_signer: &str,
@@ -218,23 +241,35 @@ impl System {
                     Some(&sp),
                 ),
                 pair(PairKind::FullSpiffe, "spiffe-mtls", &sp, Some(&sp)),
+                pair(PairKind::PodIdentity, "pod-identity", &pi, Some(&pi)),
                 pair(PairKind::Federated, "federation", &sp, Some(&partner_name)),
             ],
             service_dns,
             spiffe,
             partner,
+            pod_identity,
         })
     }
 
     /// The signer named `name`.
     pub fn signer(&self, name: &str) -> Option<&LocalSigner> {
-        [&self.service_dns, &self.spiffe, &self.partner]
-            .into_iter()
-            .find(|s| s.config.name == name)
+        [
+            &self.service_dns,
+            &self.spiffe,
+            &self.partner,
+            &self.pod_identity,
+        ]
+        .into_iter()
+        .find(|s| s.config.name == name)
     }
 
     /// Every signer, mutably.
-    pub fn signers_mut(&mut self) -> [&mut LocalSigner; 3] {
-        [&mut self.service_dns, &mut self.spiffe, &mut self.partner]
+    pub fn signers_mut(&mut self) -> [&mut LocalSigner; 4] {
+        [
+            &mut self.service_dns,
+            &mut self.spiffe,
+            &mut self.partner,
+            &mut self.pod_identity,
+        ]
     }
 }

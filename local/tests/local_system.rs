@@ -30,7 +30,7 @@ fn local_system_rotates_everything_without_a_failed_request() {
         .skip_while(|l| !l.starts_with("summary"))
         .filter(|l| l.contains(" ok, "))
         .collect();
-    assert_eq!(summary.len(), 4, "four pairs: {stdout}");
+    assert_eq!(summary.len(), 5, "five pairs: {stdout}");
     for line in &summary {
         assert!(line.contains(" 0 failed"), "{line}");
         let ok: u64 = line
@@ -42,8 +42,9 @@ fn local_system_rotates_everything_without_a_failed_request() {
             "every pair is served (the cross pair while federated): {line}"
         );
     }
+    assert!(summary[3].contains("pod identity (both sides)"), "{stdout}");
     assert!(
-        summary[3].contains("federated (client in partner.example)"),
+        summary[4].contains("federated (client in partner.example)"),
         "{stdout}"
     );
     let federation = stdout

@@ -2,12 +2,19 @@
 //!
 //! An [`Authorizer`] runs only after the peer's chain has verified against the
 //! bundle of its own trust domain; it never widens trust, it only narrows it.
+//!
+//! Besides the SPIFFE ID it can look at what the verified leaf says about the pod
+//! ([`PodIdentity`]: namespace, ServiceAccount, node) and the cluster that issued it
+//! ([`IssuingCluster`]); a rule about either refuses a peer whose leaf does not carry
+//! it.
 
 use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::Arc;
 
 use crate::error::Error;
+use crate::issuing_cluster::IssuingCluster;
+use crate::pod_identity::PodIdentity;
 use crate::spiffe_id::{parse_spiffe_id, parse_trust_domain, SpiffeId, TrustDomain};
 
 /// An authorization policy over SPIFFE IDs, shared by servers and clients.
@@ -25,7 +32,35 @@ enum Rule {
         prefix: String,
     },
     AnyOf(Vec<Authorizer>),
+    AllOf(Vec<Authorizer>),
     Custom(Arc<dyn Fn(&SpiffeId) -> bool + Send + Sync>),
+    PodNamespace(String),
+    ServiceAccounts(BTreeSet<(String, String)>),
+    OnNode(String),
+    IssuedBy(IssuingCluster),
+}
+
+/// What an [`Authorizer`] decides on: a verified peer's SPIFFE ID and, when its leaf
+/// carries them, its pod identity and issuing cluster.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerClaims<'a> {
+    /// The SPIFFE ID.
+    pub id: &'a SpiffeId,
+    /// The PodIdentity extension of the verified leaf.
+    pub pod: Option<&'a PodIdentity>,
+    /// The issuing cluster named by the verified leaf.
+    pub issuing_cluster: Option<&'a IssuingCluster>,
+}
+
+impl<'a> PeerClaims<'a> {
+    /// Claims of a peer known by its SPIFFE ID alone.
+    pub fn id_only(id: &'a SpiffeId) -> Self {
+        PeerClaims {
+            id,
+            pod: None,
+            issuing_cluster: None,
+        }
+    }
 }
 
 /// A peer was verified but is not allowed by the policy.
@@ -83,23 +118,100 @@ impl Authorizer {
         Authorizer(Rule::AnyOf(rules.into_iter().collect()))
     }
 
+    /// Allowed if every one of `rules` allows (none: allowed).
+    pub fn all_of(rules: impl IntoIterator<Item = Authorizer>) -> Self {
+        Authorizer(Rule::AllOf(rules.into_iter().collect()))
+    }
+
+    /// Peers whose leaf carries a PodIdentity naming `namespace`. For "the same
+    /// namespace as mine", pass the namespace of your own certificate's PodIdentity
+    /// ([`PodIdentity::from_own_certificate`]).
+    pub fn pod_namespace(namespace: impl Into<String>) -> Self {
+        Authorizer(Rule::PodNamespace(namespace.into()))
+    }
+
+    /// Peers whose leaf carries a PodIdentity naming one of these ServiceAccounts
+    /// (`(namespace, name)` pairs).
+    pub fn service_accounts<N: Into<String>, S: Into<String>>(
+        accounts: impl IntoIterator<Item = (N, S)>,
+    ) -> Self {
+        Authorizer(Rule::ServiceAccounts(
+            accounts
+                .into_iter()
+                .map(|(n, s)| (n.into(), s.into()))
+                .collect(),
+        ))
+    }
+
+    /// Peers whose leaf carries a PodIdentity naming node `node`.
+    pub fn on_node(node: impl Into<String>) -> Self {
+        Authorizer(Rule::OnNode(node.into()))
+    }
+
+    /// Peers whose leaf names `cluster` as its issuing cluster.
+    pub fn issued_by(cluster: IssuingCluster) -> Self {
+        Authorizer(Rule::IssuedBy(cluster))
+    }
+
     /// A custom predicate.
     pub fn custom(f: impl Fn(&SpiffeId) -> bool + Send + Sync + 'static) -> Self {
         Authorizer(Rule::Custom(Arc::new(f)))
     }
 
     /// Parses policy strings as command-line tools take them: `any`,
-    /// `spiffe://td/path` (exact), `td:example.org` (member of), or
-    /// `prefix:spiffe://td/ns/payments` (path prefix). Several strings are
-    /// combined with [`Authorizer::any_of`].
+    /// `spiffe://td/path` (exact), `td:example.org` (member of),
+    /// `prefix:spiffe://td/ns/payments` (path prefix), `pod-namespace:NS`,
+    /// `service-account:NS/NAME`, `node:NAME`, `issuer:URL`; several joined by ` & `
+    /// must all allow ([`Authorizer::all_of`]). Several strings are combined with
+    /// [`Authorizer::any_of`].
     ///
     /// # Errors
-    /// [`Error::InvalidSpiffeId`] for a malformed ID or trust domain.
+    /// [`Error::InvalidSpiffeId`] for a malformed ID or trust domain;
+    /// [`Error::InvalidRule`] for a malformed pod or issuer rule.
     pub fn parse(rule: &str) -> Result<Self, Error> {
+        if rule.contains(" & ") {
+            return rule
+                .split(" & ")
+                .map(|part| Self::parse(part.trim()))
+                .collect::<Result<Vec<_>, _>>()
+                .map(Self::all_of);
+        }
         let invalid = |value: &str, reason| Error::InvalidSpiffeId {
             value: value.to_string(),
             reason,
         };
+        let invalid_rule = |reason: String| Error::InvalidRule {
+            rule: rule.to_string(),
+            reason,
+        };
+        let non_empty = |v: &str, what: &str| {
+            if v.is_empty() {
+                Err(invalid_rule(format!("the {what} is empty")))
+            } else {
+                Ok(v.to_string())
+            }
+        };
+        if let Some(ns) = rule.strip_prefix("pod-namespace:") {
+            return Ok(Self::pod_namespace(non_empty(ns, "namespace")?));
+        }
+        if let Some(node) = rule.strip_prefix("node:") {
+            return Ok(Self::on_node(non_empty(node, "node name")?));
+        }
+        if let Some(sa) = rule.strip_prefix("service-account:") {
+            let Some((ns, name)) = sa.split_once('/') else {
+                return Err(invalid_rule(
+                    "expected service-account:NAMESPACE/NAME".into(),
+                ));
+            };
+            return Ok(Self::service_accounts([(
+                non_empty(ns, "namespace")?,
+                non_empty(name, "ServiceAccount name")?,
+            )]));
+        }
+        if let Some(url) = rule.strip_prefix("issuer:") {
+            let cluster = IssuingCluster::new(url).map_err(|e| invalid_rule(e.to_string()))?;
+            return Ok(Self::issued_by(cluster));
+        }
         if rule == "any" {
             return Ok(Self::any());
         }
@@ -123,18 +235,28 @@ impl Authorizer {
     /// # Errors
     /// [`Unauthorized`] naming the ID and the policy.
     pub fn authorize(&self, id: &SpiffeId) -> Result<(), Unauthorized> {
-        if self.allows(id) {
+        self.authorize_claims(&PeerClaims::id_only(id))
+    }
+
+    /// Checks a verified peer's claims against the policy.
+    ///
+    /// # Errors
+    /// [`Unauthorized`] naming the ID and the policy.
+    pub fn authorize_claims(&self, claims: &PeerClaims<'_>) -> Result<(), Unauthorized> {
+        if self.allows(claims) {
             Ok(())
         } else {
             Err(Unauthorized {
-                id: id.to_string(),
+                id: claims.id.to_string(),
                 policy: self.to_string(),
                 serial: None,
             })
         }
     }
 
-    fn allows(&self, id: &SpiffeId) -> bool {
+    fn allows(&self, claims: &PeerClaims<'_>) -> bool {
+        let id = claims.id;
+        let pod = claims.pod;
         match &self.0 {
             Rule::Any => true,
             Rule::MemberOf(tds) => tds.contains(id.trust_domain()),
@@ -150,8 +272,15 @@ impl Authorizer {
                         .strip_prefix(prefix.as_str())
                         .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
             }
-            Rule::AnyOf(rules) => rules.iter().any(|r| r.allows(id)),
+            Rule::AnyOf(rules) => rules.iter().any(|r| r.allows(claims)),
+            Rule::AllOf(rules) => rules.iter().all(|r| r.allows(claims)),
             Rule::Custom(f) => f(id),
+            Rule::PodNamespace(ns) => pod.is_some_and(|p| &p.namespace == ns),
+            Rule::ServiceAccounts(set) => pod.is_some_and(|p| {
+                set.contains(&(p.namespace.clone(), p.service_account_name.clone()))
+            }),
+            Rule::OnNode(node) => pod.is_some_and(|p| &p.node_name == node),
+            Rule::IssuedBy(cluster) => claims.issuing_cluster == Some(cluster),
         }
     }
 }
@@ -177,7 +306,18 @@ impl fmt::Display for Authorizer {
                 let rules: Vec<_> = rules.iter().map(|r| r.to_string()).collect();
                 write!(f, "any of [{}]", rules.join("; "))
             }
+            Rule::AllOf(rules) => {
+                let rules: Vec<_> = rules.iter().map(|r| r.to_string()).collect();
+                write!(f, "all of [{}]", rules.join("; "))
+            }
             Rule::Custom(_) => f.write_str("custom predicate"),
+            Rule::PodNamespace(ns) => write!(f, "pod in namespace {ns}"),
+            Rule::ServiceAccounts(set) => {
+                let sas: Vec<_> = set.iter().map(|(n, s)| format!("{n}/{s}")).collect();
+                write!(f, "pod running as one of [{}]", sas.join(", "))
+            }
+            Rule::OnNode(node) => write!(f, "pod on node {node}"),
+            Rule::IssuedBy(cluster) => write!(f, "issued by cluster {cluster}"),
         }
     }
 }
@@ -248,6 +388,128 @@ mod tests {
         assert!(a.authorize(&id("spiffe://a.org/x")).is_ok());
         let err = a.authorize(&id("spiffe://a.org/y")).unwrap_err();
         assert!(err.to_string().contains("spiffe://a.org/y"), "{err}");
+    }
+
+    fn pod() -> PodIdentity {
+        PodIdentity {
+            namespace: "payments".into(),
+            service_account_name: "api".into(),
+            service_account_uid: "sa-uid".into(),
+            pod_name: "api-0".into(),
+            pod_uid: "pod-uid".into(),
+            node_name: "node-1".into(),
+            node_uid: "node-uid".into(),
+        }
+    }
+
+    fn claims<'a>(
+        id: &'a SpiffeId,
+        pod: Option<&'a PodIdentity>,
+        issuer: Option<&'a IssuingCluster>,
+    ) -> PeerClaims<'a> {
+        PeerClaims {
+            id,
+            pod,
+            issuing_cluster: issuer,
+        }
+    }
+
+    #[test]
+    fn pod_rules_read_the_pod_identity_and_refuse_peers_without_one() {
+        let peer = id("spiffe://a.org/ns/payments/sa/api");
+        let p = pod();
+        let with = claims(&peer, Some(&p), None);
+        let without = claims(&peer, None, None);
+        for (rule, allowed) in [
+            (Authorizer::pod_namespace("payments"), true),
+            (Authorizer::pod_namespace("payments2"), false),
+            (Authorizer::service_accounts([("payments", "api")]), true),
+            (
+                Authorizer::service_accounts([("payments", "web"), ("other", "api")]),
+                false,
+            ),
+            (Authorizer::on_node("node-1"), true),
+            (Authorizer::on_node("node-2"), false),
+        ] {
+            assert_eq!(rule.authorize_claims(&with).is_ok(), allowed, "{rule}");
+            // Without a PodIdentity, no pod rule ever allows (fail closed).
+            assert!(rule.authorize_claims(&without).is_err(), "{rule}");
+            assert!(rule.authorize(&peer).is_err(), "{rule}");
+        }
+    }
+
+    #[test]
+    fn issued_by_compares_the_issuing_cluster_exactly() {
+        let peer = id("spiffe://a.org/ns/x/sa/y");
+        let a = IssuingCluster::new("https://a.example").unwrap();
+        let a_slash = IssuingCluster::new("https://a.example/").unwrap();
+        let rule = Authorizer::issued_by(a.clone());
+        assert!(rule
+            .authorize_claims(&claims(&peer, None, Some(&a)))
+            .is_ok());
+        assert!(rule
+            .authorize_claims(&claims(&peer, None, Some(&a_slash)))
+            .is_err());
+        assert!(rule.authorize_claims(&claims(&peer, None, None)).is_err());
+    }
+
+    #[test]
+    fn all_of_needs_every_rule() {
+        let peer = id("spiffe://a.org/ns/payments/sa/api");
+        let p = pod();
+        let a = IssuingCluster::new("https://a.example").unwrap();
+        let rule = Authorizer::all_of([
+            Authorizer::member_of([td("a.org")]),
+            Authorizer::pod_namespace("payments"),
+            Authorizer::issued_by(a.clone()),
+        ]);
+        assert!(rule
+            .authorize_claims(&claims(&peer, Some(&p), Some(&a)))
+            .is_ok());
+        assert!(rule
+            .authorize_claims(&claims(&peer, Some(&p), None))
+            .is_err());
+        assert!(rule
+            .authorize_claims(&claims(&peer, None, Some(&a)))
+            .is_err());
+        let err = rule.authorize(&peer).unwrap_err().to_string();
+        assert!(err.contains("all of [member of [a.org]; pod in namespace payments; issued by cluster https://a.example]"), "{err}");
+    }
+
+    #[test]
+    fn parses_pod_and_issuer_rules() {
+        let peer = id("spiffe://a.org/ns/payments/sa/api");
+        let p = pod();
+        let a = IssuingCluster::new("https://a.example").unwrap();
+        let c = claims(&peer, Some(&p), Some(&a));
+        for (rule, allowed) in [
+            ("pod-namespace:payments", true),
+            ("pod-namespace:other", false),
+            ("service-account:payments/api", true),
+            ("service-account:payments/web", false),
+            ("node:node-1", true),
+            ("issuer:https://a.example", true),
+            ("issuer:https://b.example", false),
+            (
+                "td:a.org & pod-namespace:payments & issuer:https://a.example",
+                true,
+            ),
+            ("td:a.org & pod-namespace:other", false),
+        ] {
+            let parsed = Authorizer::parse(rule).unwrap();
+            assert_eq!(parsed.authorize_claims(&c).is_ok(), allowed, "{rule}");
+        }
+        for bad in [
+            "pod-namespace:",
+            "service-account:payments",
+            "service-account:/api",
+            "node:",
+            "issuer:not a url",
+            "td:a.org & issuer:",
+        ] {
+            let err = Authorizer::parse(bad).unwrap_err().to_string();
+            assert!(!err.is_empty(), "{bad}");
+        }
     }
 
     #[test]

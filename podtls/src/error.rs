@@ -263,6 +263,15 @@ pub enum Error {
         reason: crate::SpiffeIdError,
     },
 
+    /// An authorization rule string is malformed ([`crate::Authorizer::parse`]).
+    #[error("authorization rule {rule:?} is malformed: {reason}")]
+    InvalidRule {
+        /// The rule as given.
+        rule: String,
+        /// What is wrong.
+        reason: String,
+    },
+
     /// The application's parser rejected a watched file ([`crate::FileWatch`]).
     #[error("{origin}: {detail}")]
     Rejected {

@@ -231,7 +231,9 @@ pub(crate) fn log_rejection(remote: Option<SocketAddr>, error: &VerifyError) {
     };
     let (id, serial) = match error {
         VerifyError::Chain { id, serial, .. } => (Some(id.as_str()), Some(serial.as_str())),
-        VerifyError::DnsChain { serial, .. } => (None, Some(serial.as_str())),
+        VerifyError::DnsChain { serial, .. } | VerifyError::Extension { serial, .. } => {
+            (None, Some(serial.as_str()))
+        }
         VerifyError::Unauthorized(u) => (Some(u.id.as_str()), u.serial.as_deref()),
         _ => (None, None),
     };

@@ -29,6 +29,10 @@
 //!   ([`VerifyError::DeFederated`], resumption included), a malformed one
 //!   keeps the last good anchors; status per trust domain in
 //!   [`PodTls::trust_domain_statuses`].
+//! - **Pod identity** ([`PodIdentity`], [`IssuingCluster`]): what a verified leaf
+//!   says about its pod (the PodIdentity extension of Kubernetes' Pod Certificates
+//!   prototype) and the cluster that issued it, on [`PeerIdentity`] and usable by
+//!   [`Authorizer`] rules; never read from a chain that did not verify.
 //! - **rustls** ([`ServerTls`], [`ClientTls`]): resolvers and verifiers that
 //!   read the live stores on every handshake (an atomic load, no lock), and
 //!   a handshake path on both sides ([`ServerTls::accept`],
@@ -85,7 +89,9 @@ mod credentials;
 mod error;
 mod file_watch;
 mod handshake;
+mod issuing_cluster;
 mod pem;
+mod pod_identity;
 mod pod_tls;
 mod resolver;
 mod serve;
@@ -106,7 +112,7 @@ pub mod http;
 #[cfg(feature = "test-util")]
 pub mod test_util;
 
-pub use crate::authorizer::{Authorizer, Unauthorized};
+pub use crate::authorizer::{Authorizer, PeerClaims, Unauthorized};
 pub use crate::cert_info::{format_time, CertInfo};
 pub use crate::client_tls::{ClientTls, ClientTlsBuilder, ServerAuth};
 pub use crate::conn_age::{CloseReason, ConnectionDeadline};
@@ -118,6 +124,13 @@ pub use crate::credentials::{provider, Credentials, LeafKind};
 pub use crate::error::{Error, FileKind, Origin};
 pub use crate::file_watch::FileWatch;
 pub use crate::handshake::{HandshakeError, DEFAULT_HANDSHAKE_TIMEOUT};
+pub use crate::issuing_cluster::{
+    IssuingCluster, IssuingClusterError, ISSUING_CLUSTER_ACCESS_METHOD, MAX_ISSUER_LEN,
+    SUBJECT_INFO_ACCESS_OID, SUBJECT_INFO_ACCESS_OID_ARCS,
+};
+pub use crate::pod_identity::{
+    PodIdentity, PodIdentityError, POD_IDENTITY_OID, POD_IDENTITY_OID_ARCS,
+};
 pub use crate::pod_tls::{PodTls, PodTlsBuilder};
 pub use crate::resolver::CredentialResolver;
 pub use crate::serve::{serve, Accepted, ServeOptions, ServeStats};

@@ -8,7 +8,6 @@ use rustls::{ServerConfig, ServerConnection, SupportedProtocolVersion};
 use rustls_pki_types::UnixTime;
 
 use crate::authorizer::Authorizer;
-use crate::cert_info::CertInfo;
 use crate::credentials::Credentials;
 use crate::error::Error;
 use crate::handshake::DEFAULT_HANDSHAKE_TIMEOUT;
@@ -163,11 +162,10 @@ impl ServerTls {
             };
         };
         match (auth.mode, resumed) {
-            (ClientCertMode::Required, false) => match CertInfo::from_der(leaf) {
-                Ok(certificate) => PeerAuth::Verified(Arc::new(PeerIdentity { certificate })),
-                Err(e) => PeerAuth::Rejected(Arc::new(VerifyError::Svid(
-                    crate::svid::SvidError::Malformed(e),
-                ))),
+            // rustls' client verifier (ours) verified this chain during the handshake.
+            (ClientCertMode::Required, false) => match PeerIdentity::from_verified_leaf(leaf) {
+                Ok(identity) => PeerAuth::Verified(Arc::new(identity)),
+                Err(e) => PeerAuth::Rejected(Arc::new(e)),
             },
             _ => match verify_spiffe_peer(
                 leaf,

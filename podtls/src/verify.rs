@@ -26,18 +26,25 @@ use std::sync::Arc;
 use rustls::CertificateError;
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
-use crate::authorizer::{Authorizer, Unauthorized};
+use crate::authorizer::{Authorizer, PeerClaims, Unauthorized};
 use crate::cert_info::CertInfo;
+use crate::issuing_cluster::IssuingCluster;
+use crate::pod_identity::PodIdentity;
 use crate::spiffe_bundles::SpiffeBundles;
 use crate::spiffe_id::SpiffeId;
 use crate::svid::SvidError;
 use crate::trust_bundle::{AnchorRejection, TrustBundle};
 
-/// A verified peer.
+/// A verified peer: what its leaf says, read only after the chain verified.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PeerIdentity {
     /// The peer's leaf certificate.
     pub certificate: CertInfo,
+    /// The leaf's PodIdentity extension (the pod-identity signer's certificates).
+    pub pod_identity: Option<PodIdentity>,
+    /// The cluster that issued the leaf (this project's signers name it).
+    pub issuing_cluster: Option<IssuingCluster>,
 }
 
 impl PeerIdentity {
@@ -45,6 +52,47 @@ impl PeerIdentity {
     pub fn spiffe_id(&self) -> Option<&SpiffeId> {
         self.certificate.spiffe_id.as_ref()
     }
+
+    /// The pod the peer's certificate was issued to (namespace, ServiceAccount, pod,
+    /// node and their UIDs), if the leaf carries the PodIdentity extension.
+    pub fn pod_identity(&self) -> Option<&PodIdentity> {
+        self.pod_identity.as_ref()
+    }
+
+    /// The ServiceAccount issuer URL of the cluster that issued the peer's
+    /// certificate, if the leaf names one.
+    pub fn issuing_cluster(&self) -> Option<&IssuingCluster> {
+        self.issuing_cluster.as_ref()
+    }
+
+    /// The identity of a leaf whose chain has been verified (by the caller).
+    pub(crate) fn from_verified_leaf(der: &[u8]) -> Result<PeerIdentity, VerifyError> {
+        let (_, leaf) = x509_parser::parse_x509_certificate(der)
+            .map_err(|e| VerifyError::Svid(SvidError::Malformed(e.to_string())))?;
+        let certificate = CertInfo::from_parsed(&leaf);
+        let (pod_identity, issuing_cluster) = claims_of(&leaf, &certificate.serial)?;
+        Ok(PeerIdentity {
+            certificate,
+            pod_identity,
+            issuing_cluster,
+        })
+    }
+}
+
+/// The pod identity and issuing cluster of a verified leaf. A malformed or repeated
+/// extension refuses the peer: a CA we trust vouched for something we cannot read, and
+/// guessing could attribute the wrong pod.
+fn claims_of(
+    leaf: &x509_parser::certificate::X509Certificate<'_>,
+    serial: &str,
+) -> Result<(Option<PodIdentity>, Option<IssuingCluster>), VerifyError> {
+    let bad = |detail: String| VerifyError::Extension {
+        serial: serial.to_string(),
+        detail,
+    };
+    let pod = PodIdentity::from_certificate(leaf).map_err(|e| bad(e.to_string()))?;
+    let cluster = IssuingCluster::from_certificate(leaf).map_err(|e| bad(e.to_string()))?;
+    Ok((pod, cluster))
 }
 
 /// Which side the peer is on, selecting the required extended key usage.
@@ -118,6 +166,15 @@ pub enum VerifyError {
         /// The roots' store.
         what: String,
     },
+    /// The chain verified, but the leaf's PodIdentity or issuing-cluster extension is
+    /// malformed or repeated: the peer is refused (never accepted without it).
+    #[error("certificate (serial {serial}) verified, but carries a malformed identity extension: {detail}")]
+    Extension {
+        /// The serial of the peer's leaf (lowercase hex).
+        serial: String,
+        /// What is wrong.
+        detail: String,
+    },
     /// Verified but not allowed.
     #[error(transparent)]
     Unauthorized(#[from] Unauthorized),
@@ -186,7 +243,9 @@ impl VerifyError {
     /// `certificate_required` is rustls' own for a missing certificate.
     pub fn certificate_error(&self) -> CertificateError {
         match self {
-            VerifyError::NoCertificate | VerifyError::Svid(_) => CertificateError::BadEncoding,
+            VerifyError::NoCertificate | VerifyError::Svid(_) | VerifyError::Extension { .. } => {
+                CertificateError::BadEncoding
+            }
             VerifyError::UnknownTrustDomain { .. }
             | VerifyError::DeFederated { .. }
             | VerifyError::BundleNotLoaded { .. }
@@ -230,12 +289,24 @@ pub fn verify_spiffe_peer(
     let ee = webpki::EndEntityCert::try_from(end_entity)
         .map_err(|e| fail((ChainFailure::BadCertificate, e.to_string())))?;
     verify_chain(&ee, intermediates, &bundle, usage, now).map_err(fail)?;
-    authorizer.authorize(&id).map_err(|mut u| {
-        u.serial = Some(certificate.serial.clone());
-        u
-    })?;
+    // Only now, with the chain verified, is anything else in the leaf believed.
+    let (pod_identity, issuing_cluster) = claims_of(&leaf, &certificate.serial)?;
+    authorizer
+        .authorize_claims(&PeerClaims {
+            id: &id,
+            pod: pod_identity.as_ref(),
+            issuing_cluster: issuing_cluster.as_ref(),
+        })
+        .map_err(|mut u| {
+            u.serial = Some(certificate.serial.clone());
+            u
+        })?;
     certificate.spiffe_id = Some(id);
-    Ok(PeerIdentity { certificate })
+    Ok(PeerIdentity {
+        certificate,
+        pod_identity,
+        issuing_cluster,
+    })
 }
 
 /// Verifies a server certificate for `server_name` against DNS trust roots
@@ -252,12 +323,7 @@ pub fn verify_dns_server(
     now: UnixTime,
 ) -> Result<PeerIdentity, VerifyError> {
     check_dns_server(end_entity, intermediates, server_name, roots, now)?;
-    let certificate = CertInfo::from_der(end_entity).map_err(|detail| VerifyError::DnsChain {
-        serial: String::new(),
-        failure: ChainFailure::BadCertificate,
-        detail,
-    })?;
-    Ok(PeerIdentity { certificate })
+    PeerIdentity::from_verified_leaf(end_entity)
 }
 
 /// [`verify_dns_server`] without the summary of the accepted leaf (the

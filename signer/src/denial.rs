@@ -204,6 +204,10 @@ pub enum PendingReason {
     ServiceAccountNotInSnapshot,
     /// No Service selects the pod (yet).
     NoMatchingService,
+    /// The pod's `row-major.net/services` user annotation names a Service that does
+    /// not select it (yet): the name is never issued; the Service may be created or
+    /// its selector fixed.
+    ChosenServiceNotSelecting,
 }
 
 impl PendingReason {
@@ -215,6 +219,7 @@ impl PendingReason {
             PendingReason::NodeNotInSnapshot => "NodeNotInSnapshot",
             PendingReason::ServiceAccountNotInSnapshot => "ServiceAccountNotInSnapshot",
             PendingReason::NoMatchingService => "NoMatchingService",
+            PendingReason::ChosenServiceNotSelecting => "ChosenServiceNotSelecting",
         }
     }
 }

@@ -211,6 +211,23 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// A configured DNS suffix or cluster domain (`--dns-suffix`, `--cluster-domain`)
+    /// is not a valid DNS name.
+    #[error("{flag} {given:?} is not a usable DNS name: {reason}")]
+    InvalidDnsName {
+        /// The flag (or configuration field).
+        flag: &'static str,
+        /// The configured value.
+        given: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A configured issuing cluster (`--issuer-url`) or the discovered one is invalid.
+    #[error("issuer URL: {0}")]
+    InvalidIssuer(#[from] podtls::IssuingClusterError),
+    /// The PodIdentity extension could not be encoded.
+    #[error("PodIdentity extension: {0}")]
+    PodIdentity(#[from] podtls::PodIdentityError),
 }
 
 /// An RFC 3339 UTC time with seconds (`2026-11-30T07:00:00Z`), for messages and the

@@ -5,8 +5,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rcgen::string::Ia5String;
 use rcgen::{
-    CertificateParams, DistinguishedName, ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose, SanType,
-    SerialNumber,
+    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose,
+    SanType, SerialNumber,
 };
 use spiffe::SpiffeId;
 use time::OffsetDateTime;
@@ -15,7 +15,9 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 use crate::denial::{
     Denial, DenialReason, Failure, FailureReason, NotIssued, Pending, PendingReason,
 };
+use crate::dns_names::{chosen_services, dns_names, SERVICES_ANNOTATION};
 use crate::entitlement::check_entitlement;
+use crate::pod_identity::{issuing_cluster_extension, pod_identity_extension, pod_identity_of};
 use crate::request::DEFAULT_MAX_EXPIRATION_SECONDS;
 use crate::requested_key::RequestedKey;
 use crate::snapshot::{PodInfo, PodSnapshot};
@@ -58,8 +60,10 @@ pub struct Issued {
 /// Decides a request and, if it is granted, signs the certificate.
 ///
 /// Pure: no I/O, no clock. The checks, in order: the request names this signer (else
-/// [`Error::SignerMismatch`]); no `unverifiedUserAnnotations` (this signer recognises
-/// none: `InvalidUnverifiedUserAnnotations`); the key material parses, is an accepted key
+/// [`Error::SignerMismatch`]); `unverifiedUserAnnotations` holds no key but
+/// `row-major.net/services` (service-dns and pod-identity; the spiffe signer recognises
+/// none) and that one is a list of Service names (else
+/// `InvalidUnverifiedUserAnnotations`); the key material parses, is an accepted key
 /// type (`UnsupportedKeyType`) and verifies (proof of possession or CSR self-signature);
 /// `maxExpirationSeconds` allows at least one hour (else `Failed`); the identity
 /// the pod's entitlement ([`check_entitlement`]: the live pod, Node and ServiceAccount
@@ -81,22 +85,42 @@ pub fn issue(
         .into());
     }
 
-    if !request.unverified_user_annotations.is_empty() {
-        let keys: Vec<&str> = request
-            .unverified_user_annotations
-            .keys()
-            .map(String::as_str)
-            .collect();
+    let recognised: &[&str] = if config.issues_dns_names() {
+        &[SERVICES_ANNOTATION]
+    } else {
+        &[]
+    };
+    let unknown: Vec<&str> = request
+        .unverified_user_annotations
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !recognised.contains(k))
+        .collect();
+    if !unknown.is_empty() {
         return Err(Denial::new(
             DenialReason::InvalidUnverifiedUserAnnotations,
-            format!(
-                "signer {} recognises no unverifiedUserAnnotations keys; remove {}",
-                config.name,
-                keys.join(", ")
-            ),
+            if recognised.is_empty() {
+                format!(
+                    "signer {} recognises no unverifiedUserAnnotations keys; remove {}",
+                    config.name,
+                    unknown.join(", ")
+                )
+            } else {
+                format!(
+                    "signer {} recognises only the unverifiedUserAnnotations key {}; remove {}",
+                    config.name,
+                    recognised.join(", "),
+                    unknown.join(", ")
+                )
+            },
         )
         .into());
     }
+    let chosen = if config.issues_dns_names() {
+        chosen_services(&request.unverified_user_annotations)?
+    } else {
+        None
+    };
 
     let key = RequestedKey::verify(
         &request.key_material,
@@ -121,17 +145,59 @@ pub fn issue(
 
     let pod = check_entitlement(request, key.key_type(), snapshot)?;
 
+    let mut subject = DistinguishedName::new();
+    let mut extensions = Vec::new();
+    let mut pod_identity = None;
+    let dns = |pod: &PodInfo| {
+        dns_names(pod, &snapshot.services, chosen.as_ref(), &config.dns).map_err(NotIssued::Pending)
+    };
     let (sans, identities) = match &config.kind {
         SignerKind::Spiffe { trust_domain } => spiffe_san(request, trust_domain)?,
-        SignerKind::ServiceDns => service_dns_sans(pod, snapshot)?,
+        SignerKind::ServiceDns => {
+            let names = dns(pod)?.names;
+            if names.is_empty() {
+                // A certificate without SANs is useless, and kubelet would keep it until
+                // beginRefreshAt (up to a day). Never deny either: a Service may be
+                // (re)created or its selector fixed at any time, and a denial would be
+                // final for the pod.
+                return Err(NotIssued::Pending(Pending::new(
+                    PendingReason::NoMatchingService,
+                    format!(
+                        "no Service of type ClusterIP, NodePort or LoadBalancer with a non-empty selector selects pod {}/{}",
+                        pod.namespace, pod.name
+                    ),
+                )));
+            }
+            dns_sans(names)?
+        }
+        SignerKind::PodIdentity { trust_domain } => {
+            let (mut sans, mut identities) = spiffe_san(request, trust_domain)?;
+            // DNS names of the Services selecting the pod, if any; none is fine here.
+            let (dns_sans, dns_identities) = dns_sans(dns(pod)?.names)?;
+            sans.extend(dns_sans);
+            identities.extend(dns_identities);
+            // KubeTLS: CN = pod name. X.520 bounds a CN to 64 characters; a longer pod
+            // name is left out of the subject (it is in the PodIdentity extension).
+            if pod.name.chars().count() <= MAX_COMMON_NAME_LEN {
+                subject.push(DnType::CommonName, pod.name.as_str());
+            }
+            let identity = pod_identity_of(request);
+            extensions.push(pod_identity_extension(&identity)?);
+            pod_identity = Some(identity);
+            (sans, identities)
+        }
     };
+    if let Some(cluster) = &config.issuing_cluster {
+        extensions.push(issuing_cluster_extension(cluster)?);
+    }
 
     let lifetime = config.max_lifetime.min(max_expiration);
     let window = Window::compute(now, lifetime, ca)?;
 
     let serial = random_serial()?;
     let mut params = CertificateParams::default();
-    params.distinguished_name = DistinguishedName::new();
+    params.distinguished_name = subject;
+    params.custom_extensions = extensions;
     params.not_before = OffsetDateTime::from(window.not_before);
     params.not_after = OffsetDateTime::from(window.not_after);
     params.serial_number = Some(SerialNumber::from_slice(&serial));
@@ -169,6 +235,7 @@ pub fn issue(
     let leaf_der = leaf.der().to_vec();
 
     self_check(&leaf_der, &key, ca, &window)?;
+    identity_check(&leaf_der, pod_identity.as_ref(), config)?;
 
     let mut certificate_chain = String::new();
     crate::pem::push_certificate(&mut certificate_chain, &leaf_der);
@@ -217,33 +284,8 @@ fn spiffe_san(
     Ok((vec![SanType::URI(ia5)], vec![uri]))
 }
 
-fn service_dns_sans(
-    pod: &PodInfo,
-    snapshot: &PodSnapshot,
-) -> Result<(Vec<SanType>, Vec<String>), NotIssued> {
-    let mut names: Vec<String> = snapshot
-        .services
-        .iter()
-        .filter(|s| s.selects(pod))
-        .filter(|s| is_dns_label(&s.name) && is_dns_label(&s.namespace))
-        .map(|s| format!("{}.{}.svc", s.name, s.namespace))
-        .collect();
-    names.sort();
-    names.dedup();
-
-    if names.is_empty() {
-        // A certificate without SANs is useless, and kubelet would keep it until
-        // beginRefreshAt (up to a day). Never deny either: a Service may be (re)created
-        // or its selector fixed at any time, and a denial would be final for the pod.
-        return Err(NotIssued::Pending(Pending::new(
-            PendingReason::NoMatchingService,
-            format!(
-                "no Service of type ClusterIP, NodePort or LoadBalancer with a non-empty selector selects pod {}/{}",
-                pod.namespace, pod.name
-            ),
-        )));
-    }
-
+/// DNS SANs for `names` (already checked DNS names).
+fn dns_sans(names: Vec<String>) -> Result<(Vec<SanType>, Vec<String>), NotIssued> {
     let mut sans = Vec::with_capacity(names.len());
     for name in &names {
         let ia5 = Ia5String::try_from(name.as_str()).map_err(|e| Error::SelfCheck {
@@ -254,16 +296,8 @@ fn service_dns_sans(
     Ok((sans, names))
 }
 
-/// An RFC 1123 label: what Service names (RFC 1035) and namespaces always are.
-fn is_dns_label(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        && b[0] != b'-'
-        && b[b.len() - 1] != b'-'
-}
+/// The upper bound of a subject CN (X.520 `ub-common-name`).
+pub const MAX_COMMON_NAME_LEN: usize = 64;
 
 struct Window {
     not_before: SystemTime,
@@ -348,6 +382,43 @@ fn self_check(
     if nb != window.not_before || na != window.not_after {
         return Err(fail(
             "the leaf's validity differs from the computed window".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Reads the identity extensions back with podtls' decoders: the pod identity must be
+/// exactly the one meant, the issuing cluster the configured one.
+fn identity_check(
+    leaf_der: &[u8],
+    pod_identity: Option<&podtls::PodIdentity>,
+    config: &SignerConfig,
+) -> Result<(), Error> {
+    let fail = |reason: String| Error::SelfCheck { reason };
+    let read = podtls::PodIdentity::from_own_certificate(leaf_der)
+        .map_err(|e| fail(format!("the leaf's PodIdentity does not read back: {e}")))?;
+    if read.as_ref() != pod_identity {
+        return Err(fail("the leaf's PodIdentity is not the one meant".into()));
+    }
+    let (_, leaf) = X509Certificate::from_der(leaf_der)
+        .map_err(|e| fail(format!("the leaf does not parse: {e}")))?;
+    let sia: Vec<_> = leaf
+        .extensions()
+        .iter()
+        .filter(|e| e.oid.to_id_string() == podtls::SUBJECT_INFO_ACCESS_OID)
+        .collect();
+    let cluster = match sia.as_slice() {
+        [] => None,
+        [ext] => podtls::IssuingCluster::from_sia_der(ext.value).map_err(|e| {
+            fail(format!(
+                "the leaf's issuing cluster does not read back: {e}"
+            ))
+        })?,
+        _ => return Err(fail("the leaf has two SIA extensions".into())),
+    };
+    if cluster.as_ref() != config.issuing_cluster.as_ref() {
+        return Err(fail(
+            "the leaf's issuing cluster is not the configured one".into(),
         ));
     }
     Ok(())

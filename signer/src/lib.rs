@@ -1,8 +1,9 @@
 //! # signer
 //!
 //! The pure core of a Kubernetes PodCertificateRequest signer for the signers
-//! `row-major.net/service-dns` and `row-major.net/spiffe` (names configurable), compatible
-//! with the original Go `meshtool` (signer names, CA pool JSON, Secret key `pool`).
+//! `row-major.net/service-dns`, `row-major.net/spiffe` and `row-major.net/pod-identity`
+//! (names configurable), compatible with the original Go `meshtool` (signer names, CA
+//! pool JSON, Secret key `pool`). What each puts in a certificate: `signer/README.md`.
 //!
 //! What it does:
 //! - [`issue`]: request + [`SignerConfig`] + [`SigningCa`] + [`PodSnapshot`] + `now` →
@@ -13,6 +14,10 @@
 //!   retry).
 //! - [`check_entitlement`]: every request is checked against the live pod, Node and
 //!   ServiceAccount ([`PodSnapshot`]) before anything is issued.
+//! - Service DNS names ([`DnsNameOptions`]): `<svc>.<ns>.svc`, suffixed and fully
+//!   qualified forms, per-pod names of headless Services, narrowed to the Services the pod
+//!   chose ([`SERVICES_ANNOTATION`]); the PodIdentity extension ([`PodIdentity`]) and the
+//!   issuing cluster ([`IssuingCluster`]) in the certificate.
 //! - Requester keys from `pkixPublicKey` + `proofOfPossession` (certificates.k8s.io/v1beta1
 //!   in 1.35) or `stubPKCS10Request` (1.36+, v1), verified as kube-apiserver does
 //!   ([`RequestedKey`]); every Kubernetes key type ([`KeyType`]).
@@ -61,6 +66,7 @@ mod ca_lifecycle;
 mod ca_pool;
 pub mod controller;
 mod denial;
+mod dns_names;
 mod endpoint_svid;
 mod entitlement;
 mod error;
@@ -68,6 +74,7 @@ mod federation;
 mod issuer;
 mod key_type;
 mod pem;
+mod pod_identity;
 mod request;
 mod requested_key;
 mod service_index;
@@ -89,6 +96,7 @@ pub use denial::{
     Denial, DenialReason, Failure, FailureReason, NotIssued, Pending, PendingReason,
     MAX_MESSAGE_BYTES,
 };
+pub use dns_names::{DnsNameOptions, MAX_DNS_NAME_LEN, SERVICES_ANNOTATION};
 pub use endpoint_svid::{issue_endpoint_svid, EndpointSvid, ENDPOINT_SVID_LIFETIME};
 pub use entitlement::check_entitlement;
 pub use error::Error;
@@ -96,14 +104,17 @@ pub use federation::{
     accept as accept_peer_bundle, relationships, BundleRejection, FederationSpec, PeerBundle,
     RefreshPolicy, Relationships,
 };
-pub use issuer::{issue, Issued, BACKDATE, MIN_LIFETIME, REFRESH_BEFORE_EXPIRY, REFRESH_MARGIN};
+pub use issuer::{
+    issue, Issued, BACKDATE, MAX_COMMON_NAME_LEN, MIN_LIFETIME, REFRESH_BEFORE_EXPIRY,
+    REFRESH_MARGIN,
+};
 pub use key_type::{KeyType, UnknownKeyType};
 pub use request::{IssuanceRequest, DEFAULT_MAX_EXPIRATION_SECONDS};
 pub use requested_key::{KeyMaterial, RequestedKey, MAX_KEY_MATERIAL_SIZE};
 pub use service_index::ServiceIndex;
 pub use signer_config::{
     parse_trust_domain, SignerConfig, SignerKind, DEFAULT_MAX_LIFETIME, MAX_LABEL_VALUE_LEN,
-    SERVICE_DNS_SIGNER_NAME, SPIFFE_SIGNER_NAME,
+    POD_IDENTITY_SIGNER_NAME, SERVICE_DNS_SIGNER_NAME, SPIFFE_SIGNER_NAME,
 };
 pub use signing_ca::SigningCa;
 pub use snapshot::{
@@ -113,3 +124,6 @@ pub use trust_domain_map::{NamespaceAssignment, TrustDomainMap};
 
 /// Re-exported: [`spiffe::TrustDomain`] appears in [`SignerKind`].
 pub use spiffe;
+
+/// Re-exported from podtls: the identity extensions the signers write.
+pub use podtls::{IssuingCluster, PodIdentity};

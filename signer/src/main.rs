@@ -1,5 +1,6 @@
-//! `signer`: the PodCertificateRequest signer for `row-major.net/service-dns` and
-//! `row-major.net/spiffe`, a drop-in for the original `meshtool`.
+//! `signer`: the PodCertificateRequest signer for `row-major.net/service-dns`,
+//! `row-major.net/spiffe` and `row-major.net/pod-identity`, a drop-in for the original
+//! `meshtool`.
 //!
 //! ```text
 //! signer ca list    POOL [--max-lifetime 24h] [--output table|json]
@@ -16,7 +17,11 @@
 //! signer controller [--kubeconfig PATH | --in-cluster] [--enable-service-dns-signer
 //!                   --service-dns-ca-pool FILE] [--enable-spiffe-signer
 //!                   --spiffe-trust-domain TD --spiffe-ca-pool FILE] [--sharding-...]
+//!                   [--enable-pod-identity-signer --pod-identity-ca-pool FILE
+//!                   [--pod-identity-trust-domain TD]]
 //!                   [--service-dns-key-types T,..] [--spiffe-key-types T,..]
+//!                   [--pod-identity-key-types T,..] [--dns-suffix S]... [--cluster-domain D]
+//!                   [--issuer-url discover|off|URL]
 //!                   [--admin-listen 0.0.0.0:9090] [--ca-expiry-warning 30d]
 //!                   [--spiffe-namespace-trust-domain NS=TD,.. --spiffe-trust-domain-ca-pool TD=FILE,..]
 //!                   [--enable-federation [--federation-web-ca PEM] [--federation-*-refresh D]]
@@ -24,11 +29,11 @@
 //!                    [--bundle-endpoint-cert PEM --bundle-endpoint-key PEM] [--bundle-endpoint-spiffe-id ID]]
 //! ```
 //!
-//! meshtool's `--enable-pod-identity-signer` and `--pod-identity-ca-pool` are accepted, but
-//! the pod-identity signer (`row-major.net/pod-identity`) is not implemented yet (meshtool's
-//! issued nothing either): `controller` refuses to start with `--enable-pod-identity-signer`
-//! rather than leave that signer's requests pending forever, and ignores a lone
-//! `--pod-identity-ca-pool` with a warning.
+//! meshtool's `--enable-pod-identity-signer` and `--pod-identity-ca-pool` run the
+//! pod-identity signer (meshtool's own returned "unimplemented"): the PodIdentity
+//! extension, the SPIFFE ID (trust domain `--pod-identity-trust-domain`, default
+//! `--spiffe-trust-domain`), the DNS names of the Services selecting the pod, CN = pod
+//! name. A lone `--pod-identity-ca-pool` is ignored with a warning, as before.
 //!
 //! Every flag can also be set through the environment variable shown in `--help`.
 //! Boolean flags accept `--flag`, `--flag=true` and `--flag=false`, like Go's `flag`.
@@ -215,7 +220,7 @@ struct Controller {
     /// Federate the spiffe signer's trust domains with the peers named by
     /// ClusterFederatedTrustDomain resources (federation-crd.yaml): one ClusterTrustBundle per
     /// (own trust domain, peer trust domain) pair.
-    #[arg(long, env = "SIGNER_ENABLE_FEDERATION", num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set, default_value_t = false)]
+    #[arg(long, env = "SIGNER_ENABLE_FEDERATION", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, default_value_t = false)]
     enable_federation: bool,
     /// PEM file of extra CA certificates trusted for https_web bundle endpoints (in
     /// addition to the Web PKI roots).
@@ -261,14 +266,38 @@ struct Controller {
     /// spiffe_refresh_hint of the served document.
     #[arg(long, env = "SIGNER_BUNDLE_ENDPOINT_REFRESH_HINT", default_value = "5m", value_parser = humantime::parse_duration)]
     bundle_endpoint_refresh_hint: Duration,
-    /// Run the pod-identity signer (row-major.net/pod-identity), as meshtool's flag. NOT
-    /// IMPLEMENTED YET: the controller refuses to start when this is set.
+    /// Run the pod-identity signer (row-major.net/pod-identity), as meshtool's flag: the
+    /// PodIdentity extension, the SPIFFE ID, the DNS names of the Services selecting the
+    /// pod, CN = pod name.
     #[arg(long, env = "SIGNER_ENABLE_POD_IDENTITY_SIGNER", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, default_value_t = false)]
     enable_pod_identity_signer: bool,
-    /// File with the pod-identity signer's CA pool JSON, as meshtool's flag; unused (and
-    /// ignored with a warning) until the pod-identity signer exists.
+    /// File with the pod-identity signer's CA pool JSON, as meshtool's flag.
     #[arg(long, env = "SIGNER_POD_IDENTITY_CA_POOL")]
     pod_identity_ca_pool: Option<PathBuf>,
+    /// Name of the pod-identity signer.
+    #[arg(long, env = "SIGNER_POD_IDENTITY_SIGNER_NAME", default_value = signer::POD_IDENTITY_SIGNER_NAME)]
+    pod_identity_signer_name: String,
+    /// The SPIFFE trust domain of the pod-identity signer's certificates (default: the
+    /// value of --spiffe-trust-domain).
+    #[arg(long, env = "SIGNER_POD_IDENTITY_TRUST_DOMAIN")]
+    pod_identity_trust_domain: Option<String>,
+    /// Key types the pod-identity signer accepts (comma-separated; default: all six).
+    #[arg(long, env = "SIGNER_POD_IDENTITY_KEY_TYPES", value_delimiter = ',')]
+    pod_identity_key_types: Vec<KeyType>,
+    /// Also issue `<service>.<namespace>.svc.<SUFFIX>` for every Service name (and
+    /// `<hostname>.<subdomain>.<namespace>.svc.<SUFFIX>` for per-pod names), for
+    /// clusters sharing a DNS server; repeatable (service-dns and pod-identity).
+    #[arg(long = "dns-suffix", env = "SIGNER_DNS_SUFFIX", value_delimiter = ',')]
+    dns_suffixes: Vec<String>,
+    /// Also issue the fully qualified `<service>.<namespace>.svc.<DOMAIN>` (e.g.
+    /// cluster.local); off unless set (service-dns and pod-identity).
+    #[arg(long, env = "SIGNER_CLUSTER_DOMAIN")]
+    cluster_domain: Option<String>,
+    /// The cluster named in every certificate (Subject Information Access): "discover"
+    /// reads the `issuer` of the API server's /.well-known/openid-configuration at
+    /// start-up, "off" names none, or the ServiceAccount issuer URL itself.
+    #[arg(long, env = "SIGNER_ISSUER_URL", default_value = "discover")]
+    issuer_url: signer::controller::IssuerSource,
     /// Address of the plain-HTTP admin endpoint (/metrics, /readyz, /livez); "off" serves none.
     #[arg(long, env = "SIGNER_ADMIN_LISTEN", default_value = "0.0.0.0:9090")]
     admin_listen: String,
@@ -415,9 +444,6 @@ fn bundle_document(args: &cli::bundle_document::BundleDocumentArgs) -> anyhow::R
     Ok(())
 }
 
-/// meshtool's name of the pod-identity signer.
-const POD_IDENTITY_SIGNER_NAME: &str = "row-major.net/pod-identity";
-
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -447,18 +473,23 @@ async fn client(kubeconfig: Option<&Path>, in_cluster: bool) -> anyhow::Result<k
 fn controller(args: &Controller) -> anyhow::Result<()> {
     use signer::controller::{ControllerConfig, ShardingConfig, SignerSetup};
 
-    if args.enable_pod_identity_signer {
+    if let (false, Some(path)) = (args.enable_pod_identity_signer, &args.pod_identity_ca_pool) {
+        tracing::warn!(path = %path.display(), "--pod-identity-ca-pool is ignored without --enable-pod-identity-signer");
+    }
+    if !args.enable_service_dns_signer
+        && !args.enable_spiffe_signer
+        && !args.enable_pod_identity_signer
+    {
         bail!(
-            "--enable-pod-identity-signer: the pod-identity signer ({POD_IDENTITY_SIGNER_NAME}) is not implemented yet (meshtool's issued nothing either); remove the flag. Its requests would otherwise stay pending"
+            "enable at least one signer: --enable-service-dns-signer, --enable-spiffe-signer and/or --enable-pod-identity-signer"
         );
     }
-    if let Some(path) = &args.pod_identity_ca_pool {
-        tracing::warn!(path = %path.display(), "--pod-identity-ca-pool is ignored: the pod-identity signer is not implemented yet");
+    let mut dns = signer::DnsNameOptions::new();
+    for suffix in &args.dns_suffixes {
+        dns = dns.with_suffix(suffix)?;
     }
-    if !args.enable_service_dns_signer && !args.enable_spiffe_signer {
-        bail!(
-            "enable at least one signer: --enable-service-dns-signer and/or --enable-spiffe-signer"
-        );
+    if let Some(domain) = &args.cluster_domain {
+        dns = dns.with_cluster_domain(domain)?;
     }
     let mut signers = Vec::new();
     if args.enable_service_dns_signer {
@@ -468,7 +499,9 @@ fn controller(args: &Controller) -> anyhow::Result<()> {
             .context("--service-dns-ca-pool must be set with --enable-service-dns-signer")?;
         signers.push(SignerSetup {
             config: with_key_types(
-                SignerConfig::service_dns().with_name(&args.service_dns_signer_name),
+                SignerConfig::service_dns()
+                    .with_name(&args.service_dns_signer_name)
+                    .with_dns(dns.clone()),
                 &args.service_dns_key_types,
             ),
             pool_file: path.to_path_buf(),
@@ -492,12 +525,35 @@ fn controller(args: &Controller) -> anyhow::Result<()> {
             pool_file: path.to_path_buf(),
         });
     }
+    if args.enable_pod_identity_signer {
+        let td = args
+            .pod_identity_trust_domain
+            .as_deref()
+            .or(args.spiffe_trust_domain.as_deref())
+            .context("--pod-identity-trust-domain (or --spiffe-trust-domain) must be set with --enable-pod-identity-signer")?;
+        let td = parse_trust_domain(td)?;
+        let path = args
+            .pod_identity_ca_pool
+            .as_deref()
+            .context("--pod-identity-ca-pool must be set with --enable-pod-identity-signer")?;
+        signers.push(SignerSetup {
+            config: with_key_types(
+                SignerConfig::pod_identity(td)
+                    .with_name(&args.pod_identity_signer_name)
+                    .with_dns(dns.clone()),
+                &args.pod_identity_key_types,
+            ),
+            pool_file: path.to_path_buf(),
+        });
+    }
     let trust_domains = trust_domains_config(args)?;
-    if signers.len() == 2 && signers[0].config.name == signers[1].config.name {
-        bail!(
-            "the two signers have the same name {:?}",
-            signers[0].config.name
-        );
+    for (i, a) in signers.iter().enumerate() {
+        if let Some(b) = signers[i + 1..]
+            .iter()
+            .find(|b| b.config.name == a.config.name)
+        {
+            bail!("two signers have the same name {:?}", b.config.name);
+        }
     }
     // A missing or malformed pool is not fatal (the Secret may be created later): the
     // pool watcher reports it, naming the file, and the controller stays unready.
@@ -536,6 +592,7 @@ fn controller(args: &Controller) -> anyhow::Result<()> {
         trust_domains,
         federation: federation_settings(args)?,
         bundle_endpoint: bundle_endpoint_config(args)?,
+        issuer: args.issuer_url.clone(),
     };
     runtime()?.block_on(async {
         let client = client(args.kubeconfig.as_deref(), args.in_cluster).await?;
@@ -698,18 +755,73 @@ mod tests {
     }
 
     #[test]
-    fn pod_identity_signer_is_refused_at_start_up_naming_the_flag() {
+    fn pod_identity_signer_needs_its_pool_and_a_trust_domain() {
+        let args = controller_args(&["--enable-pod-identity-signer"]);
+        let err = format!("{:#}", controller(&args).unwrap_err());
+        assert!(err.contains("--pod-identity-trust-domain"), "{err}");
         let args = controller_args(&[
             "--enable-pod-identity-signer",
-            "--pod-identity-ca-pool=/run/ca-state/pod-identity-pool.json",
-            "--enable-spiffe-signer",
             "--spiffe-trust-domain=cluster.local",
-            "--spiffe-ca-pool=/run/ca-state/spiffe-pool.json",
         ]);
         let err = format!("{:#}", controller(&args).unwrap_err());
-        assert!(err.contains("--enable-pod-identity-signer"), "{err}");
-        assert!(err.contains("not implemented yet"), "{err}");
-        assert!(err.contains("row-major.net/pod-identity"), "{err}");
+        assert!(err.contains("--pod-identity-ca-pool must be set"), "{err}");
+        let args = controller_args(&[
+            "--enable-pod-identity-signer",
+            "--pod-identity-trust-domain=Bad/TD",
+            "--pod-identity-ca-pool=/x.json",
+        ]);
+        let err = format!("{:#}", controller(&args).unwrap_err());
+        assert!(err.contains("invalid SPIFFE trust domain"), "{err}");
+    }
+
+    #[test]
+    fn dns_suffix_and_cluster_domain_are_checked_at_start_up() {
+        let args = controller_args(&[
+            "--enable-service-dns-signer",
+            "--service-dns-ca-pool=/x.json",
+            "--dns-suffix=east.example",
+            "--dns-suffix=Bad_Suffix",
+        ]);
+        let err = format!("{:#}", controller(&args).unwrap_err());
+        assert!(err.contains("--dns-suffix \"Bad_Suffix\""), "{err}");
+        let args = controller_args(&[
+            "--enable-service-dns-signer",
+            "--service-dns-ca-pool=/x.json",
+            "--cluster-domain=.local",
+        ]);
+        let err = format!("{:#}", controller(&args).unwrap_err());
+        assert!(err.contains("--cluster-domain"), "{err}");
+        let args = controller_args(&["--dns-suffix=a.example", "--dns-suffix=b.example"]);
+        assert_eq!(args.dns_suffixes, ["a.example", "b.example"]);
+    }
+
+    #[test]
+    fn two_signers_may_not_share_a_name() {
+        let args = controller_args(&[
+            "--enable-spiffe-signer",
+            "--spiffe-trust-domain=cluster.local",
+            "--spiffe-ca-pool=/a.json",
+            "--enable-pod-identity-signer",
+            "--pod-identity-ca-pool=/b.json",
+            "--pod-identity-signer-name=row-major.net/spiffe",
+        ]);
+        let err = format!("{:#}", controller(&args).unwrap_err());
+        assert!(err.contains("same name \"row-major.net/spiffe\""), "{err}");
+    }
+
+    #[test]
+    fn issuer_url_takes_discover_off_or_a_url() {
+        use signer::controller::IssuerSource;
+        assert_eq!(controller_args(&[]).issuer_url, IssuerSource::Discover);
+        assert_eq!(
+            controller_args(&["--issuer-url=off"]).issuer_url,
+            IssuerSource::Off
+        );
+        assert!(matches!(
+            controller_args(&["--issuer-url=https://oidc.example/c1"]).issuer_url,
+            IssuerSource::Fixed(_)
+        ));
+        assert!(Cli::try_parse_from(["signer", "controller", "--issuer-url=not a url"]).is_err());
     }
 
     #[test]

@@ -4,12 +4,14 @@ use std::time::Duration;
 
 use spiffe::TrustDomain;
 
-use crate::{Error, KeyType};
+use crate::{DnsNameOptions, Error, IssuingCluster, KeyType};
 
 /// The default name of the service-dns signer.
 pub const SERVICE_DNS_SIGNER_NAME: &str = "row-major.net/service-dns";
 /// The default name of the spiffe signer.
 pub const SPIFFE_SIGNER_NAME: &str = "row-major.net/spiffe";
+/// The default name of the pod-identity signer (meshtool's).
+pub const POD_IDENTITY_SIGNER_NAME: &str = "row-major.net/pod-identity";
 
 /// What a signer puts into a certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +20,14 @@ pub enum SignerKind {
     ServiceDns,
     /// Exactly one URI SAN `spiffe://<trust domain>/ns/<namespace>/sa/<service account>`.
     Spiffe {
+        /// The trust domain of every issued SPIFFE ID.
+        trust_domain: TrustDomain,
+    },
+    /// The pod's whole identity: the PodIdentity extension, the SPIFFE ID
+    /// `spiffe://<trust domain>/ns/<namespace>/sa/<service account>` as the one URI SAN,
+    /// the DNS names of the Services selecting the pod (as service-dns, possibly none),
+    /// subject CN = pod name.
+    PodIdentity {
         /// The trust domain of every issued SPIFFE ID.
         trust_domain: TrustDomain,
     },
@@ -34,6 +44,10 @@ pub struct SignerConfig {
     pub allowed_key_types: Vec<KeyType>,
     /// The longest lifetime issued, whatever `spec.maxExpirationSeconds` allows (24 h).
     pub max_lifetime: Duration,
+    /// The forms of Service DNS names issued (service-dns and pod-identity).
+    pub dns: DnsNameOptions,
+    /// The cluster named in every certificate (its ServiceAccount issuer URL), if known.
+    pub issuing_cluster: Option<IssuingCluster>,
 }
 
 /// The default lifetime ceiling: 24 hours, as the original signers.
@@ -47,6 +61,8 @@ impl SignerConfig {
             kind: SignerKind::ServiceDns,
             allowed_key_types: KeyType::ALL.to_vec(),
             max_lifetime: DEFAULT_MAX_LIFETIME,
+            dns: DnsNameOptions::default(),
+            issuing_cluster: None,
         }
     }
 
@@ -57,7 +73,41 @@ impl SignerConfig {
             kind: SignerKind::Spiffe { trust_domain },
             allowed_key_types: KeyType::ALL.to_vec(),
             max_lifetime: DEFAULT_MAX_LIFETIME,
+            dns: DnsNameOptions::default(),
+            issuing_cluster: None,
         }
+    }
+
+    /// `row-major.net/pod-identity` in `trust_domain` with every key type allowed.
+    pub fn pod_identity(trust_domain: TrustDomain) -> SignerConfig {
+        SignerConfig {
+            name: POD_IDENTITY_SIGNER_NAME.to_string(),
+            kind: SignerKind::PodIdentity { trust_domain },
+            allowed_key_types: KeyType::ALL.to_vec(),
+            max_lifetime: DEFAULT_MAX_LIFETIME,
+            dns: DnsNameOptions::default(),
+            issuing_cluster: None,
+        }
+    }
+
+    /// Replaces the DNS name options.
+    pub fn with_dns(mut self, dns: DnsNameOptions) -> SignerConfig {
+        self.dns = dns;
+        self
+    }
+
+    /// Names `cluster` as the issuing cluster in every certificate.
+    pub fn with_issuing_cluster(mut self, cluster: Option<IssuingCluster>) -> SignerConfig {
+        self.issuing_cluster = cluster;
+        self
+    }
+
+    /// Whether this signer issues Service DNS names (service-dns, pod-identity).
+    pub fn issues_dns_names(&self) -> bool {
+        matches!(
+            self.kind,
+            SignerKind::ServiceDns | SignerKind::PodIdentity { .. }
+        )
     }
 
     /// Replaces the signer name.

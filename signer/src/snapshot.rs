@@ -13,6 +13,10 @@ pub enum ServiceType {
     NodePort,
     /// `LoadBalancer`.
     LoadBalancer,
+    /// A headless Service: `ClusterIP` with `spec.clusterIP: None` (selects pods; DNS
+    /// answers with the pods' addresses, and with per-pod names for pods whose
+    /// `spec.subdomain` is its name).
+    Headless,
     /// `ExternalName`: names something outside the cluster, selects no pods.
     ExternalName,
     /// Anything else.
@@ -54,6 +58,10 @@ pub struct PodInfo {
     pub mirror: bool,
     /// Every `podCertificate` source of the pod's projected volumes (immutable).
     pub certificate_sources: Vec<CertificateSource>,
+    /// `spec.hostname` (immutable; set by StatefulSets to the pod name).
+    pub hostname: Option<String>,
+    /// `spec.subdomain` (immutable; set by StatefulSets to their `serviceName`).
+    pub subdomain: Option<String>,
 }
 
 /// One `podCertificate` projected volume source of a pod's spec.
@@ -94,12 +102,16 @@ impl ServiceInfo {
     pub fn can_select_pods(&self) -> bool {
         matches!(
             self.service_type,
-            ServiceType::ClusterIp | ServiceType::NodePort | ServiceType::LoadBalancer
+            ServiceType::ClusterIp
+                | ServiceType::NodePort
+                | ServiceType::LoadBalancer
+                | ServiceType::Headless
         ) && !self.selector.is_empty()
     }
 
     /// Whether this Service selects `pod` by label, as the endpoints controller does:
-    /// same namespace, a type that routes to pods (ClusterIP, NodePort, LoadBalancer),
+    /// same namespace, a type that routes to pods (ClusterIP, headless, NodePort,
+    /// LoadBalancer),
     /// a non-empty selector (an empty one means "endpoints managed by hand"), and every
     /// selector pair present in the pod's labels.
     pub fn selects(&self, pod: &PodInfo) -> bool {

@@ -18,6 +18,7 @@ mod entitlement;
 mod faults;
 mod federation;
 mod issuance;
+mod pod_identity;
 mod rotation;
 
 use ca_lifecycle::*;
@@ -25,6 +26,7 @@ use denials::*;
 use entitlement::*;
 use faults::*;
 use issuance::*;
+use pod_identity::*;
 use rotation::*;
 
 static ONE_CLUSTER_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -171,6 +173,14 @@ async fn suite(cluster: &TestCluster, api_version: &str, key_material: KeyMateri
     kubelet_sends_the_releases_key_material(&requests, key_material)
         .await
         .context("key material")?;
+    // One release is enough for the pod-identity signer's cluster-facing behaviour.
+    if cluster.release == Release::V1_37 {
+        let started = Instant::now();
+        the_pod_identity_signer_works_end_to_end(&mesh, &requests, &signer_a)
+            .await
+            .context("pod-identity signer")?;
+        eprintln!("pod-identity signer: {:?}", started.elapsed());
+    }
 
     forced_refresh_rotates_without_a_failed_request(&mesh, &pairs[2])
         .await

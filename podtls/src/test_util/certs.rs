@@ -79,6 +79,8 @@ pub struct LeafSpec {
     pub key_usages: Option<Vec<KeyUsagePurpose>>,
     /// Extended key usages; default serverAuth + clientAuth.
     pub ekus: Vec<ExtendedKeyUsagePurpose>,
+    /// Further extensions: OID arcs, DER value, critical.
+    pub extensions: Vec<(Vec<u64>, Vec<u8>, bool)>,
 }
 
 impl LeafSpec {
@@ -112,7 +114,15 @@ impl LeafSpec {
                 ExtendedKeyUsagePurpose::ServerAuth,
                 ExtendedKeyUsagePurpose::ClientAuth,
             ],
+            extensions: Vec::new(),
         }
+    }
+
+    /// Adds an extension (OID arcs, DER value, critical), e.g. a PodIdentity
+    /// ([`crate::POD_IDENTITY_OID_ARCS`]).
+    pub fn extension(mut self, oid: &[u64], value: Vec<u8>, critical: bool) -> Self {
+        self.extensions.push((oid.to_vec(), value, critical));
+        self
     }
 
     /// Sets the key type.
@@ -327,6 +337,11 @@ impl CertAuthority {
         });
         params.extended_key_usages = spec.ekus.clone();
         params.use_authority_key_identifier_extension = true;
+        for (oid, value, critical) in &spec.extensions {
+            let mut ext = rcgen::CustomExtension::from_oid_content(oid, value.clone());
+            ext.set_criticality(*critical);
+            params.custom_extensions.push(ext);
+        }
         let cert = params.signed_by(&key, &self.issuer).expect("sign leaf");
         let serial = crate::CertInfo::from_der(cert.der())
             .expect("parse issued leaf")

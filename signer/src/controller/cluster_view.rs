@@ -197,6 +197,9 @@ pub fn strip_pod(pod: &mut Pod) {
     pod.spec = pod.spec.take().map(|spec| PodSpec {
         service_account_name: spec.service_account_name,
         node_name: spec.node_name,
+        // Per-pod DNS names of headless Services.
+        hostname: spec.hostname,
+        subdomain: spec.subdomain,
         volumes: spec.volumes.map(|volumes| {
             volumes
                 .into_iter()
@@ -272,6 +275,12 @@ pub fn pod_info(pod: &Pod) -> PodInfo {
                 key_type: c.key_type.clone(),
             })
             .collect(),
+        hostname: spec
+            .and_then(|s| s.hostname.clone())
+            .filter(|h| !h.is_empty()),
+        subdomain: spec
+            .and_then(|s| s.subdomain.clone())
+            .filter(|h| !h.is_empty()),
     }
 }
 
@@ -291,5 +300,63 @@ where
         if let Err(error) = item {
             tracing::warn!(cache = what, %error, "watch error; retrying with backoff");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::{
+        Container, PodCertificateProjection, ProjectedVolumeSource, VolumeProjection,
+    };
+    use kube::api::ObjectMeta;
+
+    use super::*;
+
+    #[test]
+    fn the_stripped_pod_keeps_hostname_and_subdomain() {
+        let mut pod = Pod {
+            metadata: ObjectMeta {
+                namespace: Some("a".into()),
+                name: Some("db-0".into()),
+                uid: Some("u".into()),
+                ..Default::default()
+            },
+            spec: Some(PodSpec {
+                hostname: Some("db-0".into()),
+                subdomain: Some("db".into()),
+                node_name: Some("node-1".into()),
+                containers: vec![Container {
+                    name: "c".into(),
+                    ..Default::default()
+                }],
+                volumes: Some(vec![Volume {
+                    name: "podtls".into(),
+                    projected: Some(ProjectedVolumeSource {
+                        sources: Some(vec![VolumeProjection {
+                            pod_certificate: Some(PodCertificateProjection {
+                                signer_name: "row-major.net/pod-identity".into(),
+                                key_type: "ED25519".into(),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        }]),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            status: None,
+        };
+        strip_pod(&mut pod);
+        let spec = pod.spec.as_ref().unwrap();
+        assert!(spec.containers.is_empty(), "containers are dropped");
+        let info = pod_info(&pod);
+        assert_eq!(info.hostname.as_deref(), Some("db-0"));
+        assert_eq!(info.subdomain.as_deref(), Some("db"));
+        assert_eq!(info.certificate_sources.len(), 1);
+        // Empty strings are no hostname.
+        pod.spec.as_mut().unwrap().hostname = Some(String::new());
+        assert_eq!(pod_info(&pod).hostname, None);
     }
 }

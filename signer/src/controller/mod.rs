@@ -20,6 +20,7 @@ mod federation;
 mod federation_bundles;
 mod federation_crd;
 mod federation_metrics;
+mod issuer_discovery;
 mod metrics;
 mod pool_watch;
 mod reconcile;
@@ -68,6 +69,7 @@ pub use federation_crd::{
     ClusterFederatedTrustDomainStatus, EndpointProfileType, FEDERATION_GROUP,
 };
 pub use federation_metrics::FederationMetrics;
+pub use issuer_discovery::{issuer_of, IssuerSource, OPENID_CONFIGURATION_PATH};
 pub use metrics::Metrics;
 pub use pool_watch::{spawn as watch_pool, PoolState, DEFAULT_RELOAD_PERIOD};
 pub use reconcile::{

@@ -21,9 +21,7 @@ use super::service_cache::ServiceCache;
 use super::sharding::{Sharding, LEASE_RENEWAL_PERIOD};
 use super::spiffe_domains::TrustDomains;
 use super::Error;
-use crate::{
-    issue, IssuanceRequest, NotIssued, PodInfo, PodSnapshot, ServiceInfo, SignerConfig, SignerKind,
-};
+use crate::{issue, IssuanceRequest, NotIssued, PodInfo, PodSnapshot, ServiceInfo, SignerConfig};
 
 /// How soon a pending request (pod, Node, ServiceAccount or Service not in the caches
 /// yet, or no Service selecting the pod) is looked at again. Pending never turns into
@@ -271,12 +269,12 @@ pub fn snapshot(ctx: &Context, request: &IssuanceRequest) -> PodSnapshot {
     snapshot
 }
 
-/// The service-dns signer's Services for `pod`: only those that select it, found
-/// through the index, so this costs what the pod's labels and namespace cost, whatever
-/// the size of the cluster. Other signers read none.
+/// The Services for `pod` of a signer issuing DNS names (service-dns, pod-identity):
+/// only those that select it, found through the index, so this costs what the pod's
+/// labels and namespace cost, whatever the size of the cluster. Other signers read none.
 fn services(ctx: &Context, pod: Option<&PodInfo>) -> Vec<ServiceInfo> {
-    match (&ctx.signer.kind, pod) {
-        (SignerKind::ServiceDns, Some(pod)) => ctx.services.selecting(pod),
+    match pod {
+        Some(pod) if ctx.signer.issues_dns_names() => ctx.services.selecting(pod),
         _ => Vec::new(),
     }
 }

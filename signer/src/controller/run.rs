@@ -29,7 +29,7 @@ use super::service_cache::{self, service_cache};
 use super::sharding::{Released, Sharding, ShardingConfig};
 use super::spiffe_domains::{TrustDomains, TrustDomainsConfig};
 use super::{admin, ca_status, requester_policy, trust_bundle_gc, trust_bundles, Error};
-use crate::{SignerConfig, SignerKind};
+use crate::SignerConfig;
 
 /// One enabled signer and its pool file.
 #[derive(Clone, Debug)]
@@ -65,10 +65,25 @@ pub struct ControllerConfig {
     pub federation: Option<FederationSettings>,
     /// The SPIFFE bundle endpoint of one own trust domain; `None`: none.
     pub bundle_endpoint: Option<BundleEndpointConfig>,
+    /// The cluster every signer names in its certificates (`--issuer-url`).
+    pub issuer: super::IssuerSource,
 }
 
 /// Runs the controller until SIGTERM/Ctrl-C (graceful: in-flight reconciles finish).
-pub async fn run(client: Client, config: ControllerConfig) -> Result<(), Error> {
+pub async fn run(client: Client, mut config: ControllerConfig) -> Result<(), Error> {
+    // The issuing cluster, named in every certificate. Without it (discovery refused)
+    // certificates name none, and a verifier requiring one refuses them: fail closed.
+    match super::issuer_discovery::resolve(&client, &config.issuer).await {
+        Ok(cluster) => {
+            tracing::info!(issuer = ?cluster.as_ref().map(|c| c.as_str()), "issuing cluster named in certificates");
+            for setup in &mut config.signers {
+                setup.config.issuing_cluster = cluster.clone();
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, "could not discover the cluster's ServiceAccount issuer; certificates name no issuing cluster (set --issuer-url)")
+        }
+    }
     let metrics = Arc::new(Metrics::new());
     let pools: Vec<watch::Receiver<PoolState>> = config
         .signers
@@ -150,12 +165,9 @@ pub async fn run(client: Client, config: ControllerConfig) -> Result<(), Error> 
     tracing::info!(pcr = %apis.pcr.api_version, ctb = %apis.ctb.api_version, "discovered certificates.k8s.io versions");
 
     // Watch caches: pods, Nodes and ServiceAccounts for every signer's entitlement
-    // checks; Services for the service-dns signer.
+    // checks; Services for the signers that issue DNS names.
     let cluster = ClusterView::start(&client).await?;
-    let needs_services = config
-        .signers
-        .iter()
-        .any(|s| matches!(s.config.kind, SignerKind::ServiceDns));
+    let needs_services = config.signers.iter().any(|s| s.config.issues_dns_names());
     let (services, services_writer) = service_cache();
     if needs_services {
         // Indexed by namespace and selector; only name, namespace, type and selector

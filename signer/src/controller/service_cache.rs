@@ -25,10 +25,13 @@ pub fn service_info(s: &Service) -> ServiceInfo {
     ServiceInfo {
         namespace: s.metadata.namespace.clone().unwrap_or_default(),
         name: s.metadata.name.clone().unwrap_or_default(),
-        service_type: spec
-            .and_then(|s| s.type_.as_deref())
-            .unwrap_or_default()
-            .into(),
+        service_type: match spec.and_then(|s| s.type_.as_deref()).unwrap_or_default() {
+            // A headless Service: ClusterIP without a cluster IP.
+            "" | "ClusterIP" if spec.and_then(|s| s.cluster_ip.as_deref()) == Some("None") => {
+                crate::ServiceType::Headless
+            }
+            other => other.into(),
+        },
         selector: spec.and_then(|s| s.selector.clone()).unwrap_or_default(),
     }
 }
@@ -409,5 +412,37 @@ mod tests {
         assert_eq!(selecting(&cache, "b", &[("app", "web")]), ["b/web"]);
         assert!(selecting(&cache, "a", &[("app", "api")]).is_empty());
         assert!(selecting(&cache, "c", &[("app", "web")]).is_empty());
+    }
+
+    #[test]
+    fn a_cluster_ip_of_none_is_a_headless_service() {
+        let mut headless = service("a", "db", &[("app", "db")]);
+        headless.spec.as_mut().unwrap().cluster_ip = Some("None".into());
+        assert_eq!(
+            service_info(&headless).service_type,
+            crate::ServiceType::Headless
+        );
+        headless.spec.as_mut().unwrap().type_ = Some("ClusterIP".into());
+        assert_eq!(
+            service_info(&headless).service_type,
+            crate::ServiceType::Headless
+        );
+        let mut plain = service("a", "db", &[("app", "db")]);
+        plain.spec.as_mut().unwrap().cluster_ip = Some("10.0.0.7".into());
+        assert_eq!(
+            service_info(&plain).service_type,
+            crate::ServiceType::ClusterIp
+        );
+        // Only a ClusterIP Service is headless; an ExternalName keeps its type.
+        let mut ext = service("a", "x", &[]);
+        ext.spec.as_mut().unwrap().type_ = Some("ExternalName".into());
+        ext.spec.as_mut().unwrap().cluster_ip = Some("None".into());
+        assert_eq!(
+            service_info(&ext).service_type,
+            crate::ServiceType::ExternalName
+        );
+        // A headless Service selects pods: it is a candidate in the index.
+        let cache = ServiceCache::fixed([headless]);
+        assert_eq!(selecting(&cache, "a", &[("app", "db")]), ["a/db"]);
     }
 }

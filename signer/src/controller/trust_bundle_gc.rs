@@ -7,7 +7,7 @@
 //! - it is signer-linked (`spec.signerName` set) and named as this controller names
 //!   bundles ([`bundle_name`] of its signer name);
 //! - its signer name is one of this project's: the two default names
-//!   (`row-major.net/service-dns`, `row-major.net/spiffe`) or an enabled signer's name.
+//!   (`row-major.net/service-dns`, `row-major.net/spiffe`, `row-major.net/pod-identity`) or an enabled signer's name.
 //!
 //! It is unwanted when its name is not the bundle name of an enabled signer. A spiffe
 //! trust domain renamed keeps the bundle's name: the apply rewrites its trust-domain
@@ -26,7 +26,7 @@ use kube::{Api, Client};
 use super::metrics::Metrics;
 use super::trust_bundles::{bundle_name, FIELD_MANAGER, RESYNC_PERIOD};
 use super::Error;
-use crate::{SignerConfig, SERVICE_DNS_SIGNER_NAME, SPIFFE_SIGNER_NAME};
+use crate::{SignerConfig, POD_IDENTITY_SIGNER_NAME, SERVICE_DNS_SIGNER_NAME, SPIFFE_SIGNER_NAME};
 
 /// What the collector needs of an existing bundle.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +74,7 @@ pub fn unwanted<'a>(
     let ours = |signer: &str| {
         signer == SERVICE_DNS_SIGNER_NAME
             || signer == SPIFFE_SIGNER_NAME
+            || signer == POD_IDENTITY_SIGNER_NAME
             || enabled.iter().any(|c| c.name == signer)
     };
     existing

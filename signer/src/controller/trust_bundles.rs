@@ -34,6 +34,10 @@ pub fn bundle_labels(config: &SignerConfig) -> BTreeMap<String, String> {
             "service-dns.row-major.net/canarying".to_string(),
             "live".to_string(),
         )]),
+        SignerKind::PodIdentity { .. } => BTreeMap::from([(
+            "podidentity.row-major.net/canarying".to_string(),
+            "live".to_string(),
+        )]),
         SignerKind::Spiffe { trust_domain } => {
             // meshtool's labels, plus the draft SPIFFE Filesystem Delivery appendix B
             // labels of the own trust domain (workload = peer = this trust domain).
@@ -155,6 +159,23 @@ mod tests {
         assert_eq!(
             bundle_labels(&SignerConfig::service_dns())["service-dns.row-major.net/canarying"],
             "live"
+        );
+    }
+
+    #[test]
+    fn pod_identity_bundle_keeps_meshtools_name_and_label() {
+        let td = crate::parse_trust_domain("cluster.local").unwrap();
+        let config = SignerConfig::pod_identity(td);
+        assert_eq!(
+            bundle_name(&config.name),
+            "row-major.net:pod-identity:primary-bundle"
+        );
+        assert_eq!(
+            bundle_labels(&config),
+            BTreeMap::from([(
+                "podidentity.row-major.net/canarying".to_string(),
+                "live".to_string()
+            )])
         );
     }
 }

@@ -28,6 +28,8 @@ pub fn entitled_snapshot(request: &IssuanceRequest, labels: &[(&str, &str)]) -> 
                     key_type: t.as_str().to_string(),
                 })
                 .collect(),
+            hostname: None,
+            subdomain: None,
         }),
         node: Some(ObjectIdentity {
             name: request.node_name.clone(),
