@@ -29,7 +29,7 @@ use super::service_cache::{self, service_cache};
 use super::sharding::{Released, Sharding, ShardingConfig};
 use super::spiffe_domains::{TrustDomains, TrustDomainsConfig};
 use super::{admin, ca_status, requester_policy, trust_bundle_gc, trust_bundles, Error};
-use crate::SignerConfig;
+use crate::{SignerConfig, SignerKind};
 
 /// One enabled signer and its pool file.
 #[derive(Clone, Debug)]
@@ -224,7 +224,7 @@ pub async fn run(client: Client, mut config: ControllerConfig) -> Result<(), Err
             Some(domains) => domains.pools(),
             None => match &setup.config.kind {
                 SignerKind::Spiffe { trust_domain } => vec![(trust_domain.clone(), pool.clone())],
-                SignerKind::ServiceDns => Vec::new(),
+                SignerKind::ServiceDns | SignerKind::PodIdentity { .. } => Vec::new(),
             },
         };
         tokio::spawn(super::federation::run_loop(
@@ -297,7 +297,9 @@ pub async fn run(client: Client, mut config: ControllerConfig) -> Result<(), Err
             pool: pool.clone(),
             trust_domains: match setup.config.kind {
                 SignerKind::Spiffe { .. } => trust_domains.clone(),
-                SignerKind::ServiceDns => None,
+                // The namespace mapping is the spiffe signer's; pod-identity certificates
+                // name its own trust domain.
+                SignerKind::ServiceDns | SignerKind::PodIdentity { .. } => None,
             },
             cluster: cluster.clone(),
             services: services.clone(),
