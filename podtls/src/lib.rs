@@ -84,13 +84,20 @@ mod spiffe_bundles;
 mod spiffe_id;
 mod store;
 mod svid;
+mod tcp;
 mod trust_bundle;
+mod tweaks;
 mod verifier;
 mod verify;
 mod watcher;
 
 #[cfg(feature = "hyper")]
 pub mod http;
+
+#[cfg(feature = "axum")]
+pub mod axum;
+#[cfg(feature = "tonic")]
+pub mod tonic;
 
 #[cfg(feature = "test-util")]
 pub mod test_util;
@@ -113,7 +120,9 @@ pub use crate::spiffe_id::{
 };
 pub use crate::store::{Health, Material, Status, Store, Summary};
 pub use crate::svid::{validate_svid_leaf, validate_svid_leaf_der, SvidError};
+pub use crate::tcp::connect_tcp;
 pub use crate::trust_bundle::{AnchorRejection, TrustBundle};
+pub use crate::tweaks::{ClientTweaks, ServerTweaks};
 pub use crate::verifier::{
     ClientCertMode, DnsServerVerifier, SpiffeClientVerifier, SpiffeServerVerifier,
 };
