@@ -112,7 +112,14 @@ pub async fn serve_http<F, Fut, B, E>(
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     E: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    serve_service(listener, tls, options, shutdown, FnService(Arc::new(handler))).await;
+    serve_service(
+        listener,
+        tls,
+        options,
+        shutdown,
+        FnService(Arc::new(handler)),
+    )
+    .await;
 }
 
 /// A handler function as a tower `Service` (always ready).

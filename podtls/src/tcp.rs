@@ -107,7 +107,9 @@ pub async fn connect_tcp(
             format!("{server_name:?} is not a valid server name: {e}"),
         ))
     })?;
-    let tcp = TcpStream::connect(addr).await.map_err(HandshakeError::Tls)?;
+    let tcp = TcpStream::connect(addr)
+        .await
+        .map_err(HandshakeError::Tls)?;
     let _ = tcp.set_nodelay(true);
     tls.connect_with_identity(name, tcp).await
 }

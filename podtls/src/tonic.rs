@@ -43,7 +43,9 @@ pub fn peer_auth<T>(request: &::tonic::Request<T>) -> Option<&PeerAuth> {
 ///
 /// # Errors
 /// The `Status` above.
-pub fn verified_peer<T>(request: &::tonic::Request<T>) -> Result<Arc<PeerIdentity>, ::tonic::Status> {
+pub fn verified_peer<T>(
+    request: &::tonic::Request<T>,
+) -> Result<Arc<PeerIdentity>, ::tonic::Status> {
     match peer_auth(request) {
         Some(PeerAuth::Verified(id)) => Ok(id.clone()),
         Some(PeerAuth::Anonymous) => Err(::tonic::Status::unauthenticated(
