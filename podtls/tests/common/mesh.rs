@@ -248,8 +248,13 @@ pub fn recycling(age: Duration) -> podtls::http::HttpOptions {
     }
 }
 
-/// Whether a hyper client error is an HTTP/2 stream refused by the server's
-/// graceful GOAWAY (never processed, so safe to send again).
-pub fn refused_by_goaway(error: &str) -> bool {
-    error.contains("GoAway(") && error.contains("NO_ERROR")
+/// Whether a hyper client error (its `Debug`) is a request that never
+/// reached the application because its connection was closing: an HTTP/2
+/// stream refused by the server's graceful GOAWAY, or a request hyper
+/// cancelled unsent when the connection closed. Either is safe to send
+/// again (RFC 9113 6.8; hyper's `Canceled`: "dropped before ever being
+/// processed"); hyper's HTTP/2 client does not (hyperium/hyper#2500).
+pub fn unsent_on_closing_connection(error: &str) -> bool {
+    (error.contains("GoAway(") && error.contains("NO_ERROR"))
+        || error.contains("Canceled, \"connection closed\"")
 }
