@@ -16,6 +16,17 @@
 //! # }
 //! ```
 //!
+//! ```compile_fail
+//! # use std::sync::Arc;
+//! # fn attack(t: &mut podtls::ClientTweaks<'_>, v: Arc<dyn rustls::client::danger::ServerCertVerifier>) {
+//! // `config()` is read-only: no `dangerous()` verifier swap.
+//! t.config().dangerous().set_certificate_verifier(v);
+//! # }
+//! ```
+//!
+//! (The same two lines against a `&mut ClientConfig` compile: it is the
+//! view that stops them.)
+//!
 //! TLS versions and cipher suites are builder settings
 //! (`protocol_versions`, `crypto_provider`), because rustls fixes them when
 //! the configuration is built.

@@ -76,8 +76,14 @@ async fn an_http_uri_is_refused_before_dialing_without_the_opt_in() {
     let connector = HttpsConnector::new(tls()).resolve("plain.svc", addr.port(), addr);
     let _ = get(connector, &format!("https://plain.svc:{}/", addr.port())).await;
     let seen = first_bytes.recv().await.unwrap();
-    assert_eq!(seen[0], 0x16, "the only connection is the https one: {seen:?}");
-    assert!(first_bytes.try_recv().is_err(), "a second connection was made");
+    assert_eq!(
+        seen[0], 0x16,
+        "the only connection is the https one: {seen:?}"
+    );
+    assert!(
+        first_bytes.try_recv().is_err(),
+        "a second connection was made"
+    );
 }
 
 #[tokio::test]
@@ -99,9 +105,10 @@ async fn an_http_uri_with_the_opt_in_is_tls_and_fails_against_a_plaintext_server
 async fn other_schemes_are_refused_even_with_the_opt_in() {
     let (addr, _first_bytes) = plaintext_server().await;
     for scheme in ["ws", "ftp"] {
-        let connector = HttpsConnector::new(tls())
-            .tls_for_http_uris()
-            .resolve("plain.svc", addr.port(), addr);
+        let connector =
+            HttpsConnector::new(tls())
+                .tls_for_http_uris()
+                .resolve("plain.svc", addr.port(), addr);
         let err = get(connector, &format!("{scheme}://plain.svc:{}/", addr.port()))
             .await
             .unwrap_err();
