@@ -20,9 +20,11 @@ use crate::verify::PeerAuth;
 
 mod connector;
 mod streams;
+mod unsent;
 
 pub use connector::{HttpsConnector, ServerInfo, TlsConnection};
 use streams::{Streams, TrackedBody};
+pub use unsent::never_sent;
 
 /// The client's address, inserted into every request's extensions next to
 /// the [`PeerAuth`].

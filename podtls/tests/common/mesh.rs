@@ -248,13 +248,17 @@ pub fn recycling(age: Duration) -> podtls::http::HttpOptions {
     }
 }
 
-/// Whether a hyper client error (its `Debug`) is a request that never
-/// reached the application because its connection was closing: an HTTP/2
-/// stream refused by the server's graceful GOAWAY, or a request hyper
-/// cancelled unsent when the connection closed. Either is safe to send
-/// again (RFC 9113 6.8; hyper's `Canceled`: "dropped before ever being
-/// processed"); hyper's HTTP/2 client does not (hyperium/hyper#2500).
-pub fn unsent_on_closing_connection(error: &str) -> bool {
-    (error.contains("GoAway(") && error.contains("NO_ERROR"))
-        || error.contains("Canceled, \"connection closed\"")
+/// The prefix [`describe_error`] gives requests that were never sent.
+pub const NEVER_SENT: &str = "never sent: ";
+
+/// A request error as the load records it; marked when
+/// `podtls::http::never_sent` says the request never reached the server (a
+/// request racing the graceful close of its connection, which hyper's
+/// HTTP/2 client fails instead of resending: hyperium/hyper#2500).
+pub fn describe_error(error: &(dyn std::error::Error + 'static)) -> String {
+    if podtls::http::never_sent(error) {
+        format!("{NEVER_SENT}{error:?}")
+    } else {
+        format!("{error:?}")
+    }
 }
