@@ -7,6 +7,8 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::Arc;
 
+use rustls_pki_types::CertificateDer;
+
 use crate::error::Error;
 use crate::spiffe_id::{parse_spiffe_id, parse_trust_domain, SpiffeId, TrustDomain};
 
@@ -26,7 +28,12 @@ enum Rule {
     },
     AnyOf(Vec<Authorizer>),
     Custom(Arc<dyn Fn(&SpiffeId) -> bool + Send + Sync>),
+    CustomChain(Arc<ChainPredicate>),
 }
+
+/// A predicate over a verified peer's ID and chain (leaf, intermediates).
+type ChainPredicate =
+    dyn Fn(&SpiffeId, &CertificateDer<'_>, &[CertificateDer<'_>]) -> bool + Send + Sync;
 
 /// A peer was verified but is not allowed by the policy.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -88,6 +95,24 @@ impl Authorizer {
         Authorizer(Rule::Custom(Arc::new(f)))
     }
 
+    /// A custom predicate that also sees the verified chain: the peer's
+    /// leaf and the intermediates it presented, in the order they verified
+    /// (leaf's issuer first), up to but excluding the trust anchor. For
+    /// policies on more than the ID: the issuing intermediate, a
+    /// certificate extension, the key type.
+    ///
+    /// It runs only after the chain verified. Checked without a chain
+    /// ([`Authorizer::authorize`]), it denies: it never allows on the ID
+    /// alone.
+    pub fn custom_with_chain(
+        f: impl Fn(&SpiffeId, &CertificateDer<'_>, &[CertificateDer<'_>]) -> bool
+            + Send
+            + Sync
+            + 'static,
+    ) -> Self {
+        Authorizer(Rule::CustomChain(Arc::new(f)))
+    }
+
     /// Parses policy strings as command-line tools take them: `any`,
     /// `spiffe://td/path` (exact), `td:example.org` (member of), or
     /// `prefix:spiffe://td/ns/payments` (path prefix). Several strings are
@@ -123,7 +148,26 @@ impl Authorizer {
     /// # Errors
     /// [`Unauthorized`] naming the ID and the policy.
     pub fn authorize(&self, id: &SpiffeId) -> Result<(), Unauthorized> {
-        if self.allows(id) {
+        self.check(id, None)
+    }
+
+    /// Checks `id` and its verified chain (`leaf`, then the presented
+    /// intermediates) against the policy: what verification calls, so that
+    /// [`Authorizer::custom_with_chain`] predicates see the chain.
+    ///
+    /// # Errors
+    /// [`Unauthorized`] naming the ID and the policy.
+    pub fn authorize_chain(
+        &self,
+        id: &SpiffeId,
+        leaf: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+    ) -> Result<(), Unauthorized> {
+        self.check(id, Some((leaf, intermediates)))
+    }
+
+    fn check(&self, id: &SpiffeId, chain: Option<Chain<'_>>) -> Result<(), Unauthorized> {
+        if self.allows(id, chain) {
             Ok(())
         } else {
             Err(Unauthorized {
@@ -134,7 +178,7 @@ impl Authorizer {
         }
     }
 
-    fn allows(&self, id: &SpiffeId) -> bool {
+    fn allows(&self, id: &SpiffeId, chain: Option<Chain<'_>>) -> bool {
         match &self.0 {
             Rule::Any => true,
             Rule::MemberOf(tds) => tds.contains(id.trust_domain()),
@@ -150,11 +194,16 @@ impl Authorizer {
                         .strip_prefix(prefix.as_str())
                         .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
             }
-            Rule::AnyOf(rules) => rules.iter().any(|r| r.allows(id)),
+            Rule::AnyOf(rules) => rules.iter().any(|r| r.allows(id, chain)),
             Rule::Custom(f) => f(id),
+            // Fail closed: a chain predicate never decides on the ID alone.
+            Rule::CustomChain(f) => chain.is_some_and(|(leaf, rest)| f(id, leaf, rest)),
         }
     }
 }
+
+/// A verified chain: the leaf, then the intermediates.
+type Chain<'a> = (&'a CertificateDer<'a>, &'a [CertificateDer<'a>]);
 
 impl fmt::Display for Authorizer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -178,6 +227,7 @@ impl fmt::Display for Authorizer {
                 write!(f, "any of [{}]", rules.join("; "))
             }
             Rule::Custom(_) => f.write_str("custom predicate"),
+            Rule::CustomChain(_) => f.write_str("custom predicate on the chain"),
         }
     }
 }
@@ -248,6 +298,27 @@ mod tests {
         assert!(a.authorize(&id("spiffe://a.org/x")).is_ok());
         let err = a.authorize(&id("spiffe://a.org/y")).unwrap_err();
         assert!(err.to_string().contains("spiffe://a.org/y"), "{err}");
+    }
+
+    #[test]
+    fn a_chain_predicate_sees_the_chain_and_denies_without_one() {
+        let leaf = CertificateDer::from(vec![1u8, 2, 3]);
+        let intermediate = CertificateDer::from(vec![9u8]);
+        let a = Authorizer::custom_with_chain(|_, leaf, rest| {
+            leaf.as_ref() == [1, 2, 3] && rest.len() == 1 && rest[0].as_ref() == [9]
+        });
+        let x = id("spiffe://a.org/x");
+        assert!(a
+            .authorize_chain(&x, &leaf, &[intermediate.clone()])
+            .is_ok());
+        assert!(a.authorize_chain(&x, &leaf, &[]).is_err());
+        // Without the chain it cannot allow, alone or inside any_of.
+        let err = a.authorize(&x).unwrap_err();
+        assert_eq!(err.policy, "custom predicate on the chain");
+        assert!(Authorizer::any_of([a.clone()]).authorize(&x).is_err());
+        assert!(Authorizer::any_of([a])
+            .authorize_chain(&x, &leaf, &[intermediate])
+            .is_ok());
     }
 
     #[test]

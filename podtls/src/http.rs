@@ -155,8 +155,8 @@ where
 /// `Routes`, a `tower::ServiceBuilder` stack. Same TLS, connection limit,
 /// deadlines, drain and counters; every request carries the connection's
 /// [`PeerAuth`] and [`RemoteAddr`] in its extensions (axum:
-/// `Extension<PeerAuth>` or [`crate::axum::VerifiedPeer`]; tonic:
-/// `request.extensions()` or [`crate::tonic::verified_peer`]).
+/// `Extension<PeerAuth>` or `podtls::axum::VerifiedPeer`; tonic:
+/// `request.extensions()` or `podtls::tonic::verified_peer`).
 ///
 /// Each request is served by a clone of `service`, called once it is ready
 /// (as hyper-util's `TowerToHyperService` does). A gRPC server needs `h2`

@@ -222,10 +222,12 @@ pub fn verify_spiffe_peer(
     let ee = webpki::EndEntityCert::try_from(end_entity)
         .map_err(|e| fail((ChainFailure::BadCertificate, e.to_string())))?;
     verify_chain(&ee, intermediates, &bundle, usage, now).map_err(fail)?;
-    authorizer.authorize(&id).map_err(|mut u| {
-        u.serial = Some(certificate.serial.clone());
-        u
-    })?;
+    authorizer
+        .authorize_chain(&id, end_entity, intermediates)
+        .map_err(|mut u| {
+            u.serial = Some(certificate.serial.clone());
+            u
+        })?;
     certificate.spiffe_id = Some(id);
     Ok(PeerIdentity { certificate })
 }
