@@ -309,7 +309,7 @@ mod tests {
         });
         let x = id("spiffe://a.org/x");
         assert!(a
-            .authorize_chain(&x, &leaf, &[intermediate.clone()])
+            .authorize_chain(&x, &leaf, std::slice::from_ref(&intermediate))
             .is_ok());
         assert!(a.authorize_chain(&x, &leaf, &[]).is_err());
         // Without the chain it cannot allow, alone or inside any_of.
