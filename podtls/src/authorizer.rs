@@ -12,6 +12,8 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::Arc;
 
+use rustls_pki_types::CertificateDer;
+
 use crate::error::Error;
 use crate::issuing_cluster::IssuingCluster;
 use crate::pod_identity::PodIdentity;
@@ -38,10 +40,12 @@ enum Rule {
     ServiceAccounts(BTreeSet<(String, String)>),
     OnNode(String),
     IssuedBy(IssuingCluster),
+    CustomChain(Arc<ChainPredicate>),
 }
 
 /// What an [`Authorizer`] decides on: a verified peer's SPIFFE ID and, when its leaf
-/// carries them, its pod identity and issuing cluster.
+/// carries them, its pod identity and issuing cluster; when verification calls it, the
+/// verified chain too.
 #[derive(Debug, Clone, Copy)]
 pub struct PeerClaims<'a> {
     /// The SPIFFE ID.
@@ -50,6 +54,10 @@ pub struct PeerClaims<'a> {
     pub pod: Option<&'a PodIdentity>,
     /// The issuing cluster named by the verified leaf.
     pub issuing_cluster: Option<&'a IssuingCluster>,
+    /// The verified chain: the leaf, then the intermediates it presented (leaf's issuer
+    /// first), without the trust anchor. `None` when only the ID is known: a
+    /// [`Authorizer::custom_with_chain`] predicate then denies.
+    pub chain: Option<(&'a CertificateDer<'a>, &'a [CertificateDer<'a>])>,
 }
 
 impl<'a> PeerClaims<'a> {
@@ -59,9 +67,14 @@ impl<'a> PeerClaims<'a> {
             id,
             pod: None,
             issuing_cluster: None,
+            chain: None,
         }
     }
 }
+
+/// A predicate over a verified peer's ID and chain (leaf, intermediates).
+type ChainPredicate =
+    dyn Fn(&SpiffeId, &CertificateDer<'_>, &[CertificateDer<'_>]) -> bool + Send + Sync;
 
 /// A peer was verified but is not allowed by the policy.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -158,6 +171,24 @@ impl Authorizer {
         Authorizer(Rule::Custom(Arc::new(f)))
     }
 
+    /// A custom predicate that also sees the verified chain: the peer's
+    /// leaf and the intermediates it presented, in the order they verified
+    /// (leaf's issuer first), up to but excluding the trust anchor. For
+    /// policies on more than the ID: the issuing intermediate, a
+    /// certificate extension, the key type.
+    ///
+    /// It runs only after the chain verified. Checked without a chain
+    /// ([`Authorizer::authorize`]), it denies: it never allows on the ID
+    /// alone.
+    pub fn custom_with_chain(
+        f: impl Fn(&SpiffeId, &CertificateDer<'_>, &[CertificateDer<'_>]) -> bool
+            + Send
+            + Sync
+            + 'static,
+    ) -> Self {
+        Authorizer(Rule::CustomChain(Arc::new(f)))
+    }
+
     /// Parses policy strings as command-line tools take them: `any`,
     /// `spiffe://td/path` (exact), `td:example.org` (member of),
     /// `prefix:spiffe://td/ns/payments` (path prefix), `pod-namespace:NS`,
@@ -238,6 +269,24 @@ impl Authorizer {
         self.authorize_claims(&PeerClaims::id_only(id))
     }
 
+    /// Checks `id` and its verified chain (`leaf`, then the presented
+    /// intermediates) against the policy, so that
+    /// [`Authorizer::custom_with_chain`] predicates see the chain.
+    ///
+    /// # Errors
+    /// [`Unauthorized`] naming the ID and the policy.
+    pub fn authorize_chain<'a>(
+        &self,
+        id: &'a SpiffeId,
+        leaf: &'a CertificateDer<'a>,
+        intermediates: &'a [CertificateDer<'a>],
+    ) -> Result<(), Unauthorized> {
+        self.authorize_claims(&PeerClaims {
+            chain: Some((leaf, intermediates)),
+            ..PeerClaims::id_only(id)
+        })
+    }
+
     /// Checks a verified peer's claims against the policy.
     ///
     /// # Errors
@@ -281,9 +330,12 @@ impl Authorizer {
             }),
             Rule::OnNode(node) => pod.is_some_and(|p| &p.node_name == node),
             Rule::IssuedBy(cluster) => claims.issuing_cluster == Some(cluster),
+            // Fail closed: a chain predicate never decides on the ID alone.
+            Rule::CustomChain(f) => claims.chain.is_some_and(|(leaf, rest)| f(id, leaf, rest)),
         }
     }
 }
+
 
 impl fmt::Display for Authorizer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -318,6 +370,7 @@ impl fmt::Display for Authorizer {
             }
             Rule::OnNode(node) => write!(f, "pod on node {node}"),
             Rule::IssuedBy(cluster) => write!(f, "issued by cluster {cluster}"),
+            Rule::CustomChain(_) => f.write_str("custom predicate on the chain"),
         }
     }
 }
@@ -510,6 +563,27 @@ mod tests {
             let err = Authorizer::parse(bad).unwrap_err().to_string();
             assert!(!err.is_empty(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_chain_predicate_sees_the_chain_and_denies_without_one() {
+        let leaf = CertificateDer::from(vec![1u8, 2, 3]);
+        let intermediate = CertificateDer::from(vec![9u8]);
+        let a = Authorizer::custom_with_chain(|_, leaf, rest| {
+            leaf.as_ref() == [1, 2, 3] && rest.len() == 1 && rest[0].as_ref() == [9]
+        });
+        let x = id("spiffe://a.org/x");
+        assert!(a
+            .authorize_chain(&x, &leaf, std::slice::from_ref(&intermediate))
+            .is_ok());
+        assert!(a.authorize_chain(&x, &leaf, &[]).is_err());
+        // Without the chain it cannot allow, alone or inside any_of.
+        let err = a.authorize(&x).unwrap_err();
+        assert_eq!(err.policy, "custom predicate on the chain");
+        assert!(Authorizer::any_of([a.clone()]).authorize(&x).is_err());
+        assert!(Authorizer::any_of([a])
+            .authorize_chain(&x, &leaf, &[intermediate])
+            .is_ok());
     }
 
     #[test]

@@ -16,6 +16,7 @@ use crate::session::{Generation, PerGeneration, SESSION_CACHE_SIZE};
 use crate::spiffe_bundles::SpiffeBundles;
 use crate::store::Store;
 use crate::trust_bundle::TrustBundle;
+use crate::tweaks::{ClientHooks, ClientTweaks};
 use crate::verifier::{DnsServerVerifier, SpiffeServerVerifier};
 use crate::verify::{check_dns_server, verify_spiffe_peer, PeerRole, VerifyError};
 
@@ -93,6 +94,8 @@ pub struct ClientTlsBuilder {
     resumption: bool,
     handshake_timeout: Duration,
     versions: Option<Vec<&'static SupportedProtocolVersion>>,
+    provider: Option<Arc<rustls::crypto::CryptoProvider>>,
+    hooks: ClientHooks,
 }
 
 impl ClientTls {
@@ -105,6 +108,8 @@ impl ClientTls {
             resumption: true,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             versions: None,
+            provider: None,
+            hooks: ClientHooks::default(),
         }
     }
 
@@ -114,6 +119,23 @@ impl ClientTls {
     /// resumes.
     pub fn config(&self) -> &Arc<ClientConfig> {
         &self.config
+    }
+
+    /// An owned copy of [`ClientTls::config`], for libraries that take the
+    /// configuration by value: reqwest's
+    /// `ClientBuilder::tls_backend_preconfigured` (formerly
+    /// `use_preconfigured_tls`) recognises only an owned
+    /// `rustls::ClientConfig`; given `Arc<ClientConfig>` it builds nothing
+    /// and `build()` fails with a bare "builder error".
+    ///
+    /// The copy shares podtls' live verifier and client-certificate
+    /// resolver, so every *new* connection made with it sees the current
+    /// certificates and bundles. Connections the library pools keep the
+    /// certificates they were made with: give it an idle timeout well below
+    /// the certificate lifetime (reqwest: `pool_idle_timeout`). Resumption is
+    /// off, as in [`ClientTls::config`].
+    pub fn owned_config(&self) -> ClientConfig {
+        (*self.config).clone()
     }
 
     /// How servers are verified.
@@ -218,13 +240,33 @@ impl ClientTlsBuilder {
         self
     }
 
+    /// The crypto provider (cipher suites, key exchange groups, signature
+    /// algorithms for the handshake). Default: [`crate::provider()`],
+    /// rustls' aws-lc-rs provider; see [`crate::ServerTlsBuilder::crypto_provider`]
+    /// for restricting cipher suites and FIPS.
+    pub fn crypto_provider(mut self, provider: Arc<rustls::crypto::CryptoProvider>) -> Self {
+        self.provider = Some(provider);
+        self
+    }
+
+    /// Adjusts the rustls configuration after podtls has built it (ALPN, key
+    /// log, SNI, ...; see [`ClientTweaks`]). Hooks run in the order given,
+    /// on every configuration podtls derives. They cannot reach the server
+    /// verifier, the client-certificate resolver or session resumption:
+    /// those stay podtls' live ones.
+    pub fn tweak(mut self, hook: impl FnOnce(&mut ClientTweaks<'_>) + Send + 'static) -> Self {
+        self.hooks.0.push(Box::new(hook));
+        self
+    }
+
     /// Builds the configuration.
     ///
     /// # Errors
     /// [`Error::Config`] for SPIFFE verification without bundles;
     /// [`Error::Tls`] if rustls rejects the protocol setup.
     pub fn build(self) -> Result<ClientTls, Error> {
-        let builder = ClientConfig::builder_with_provider(crate::provider());
+        let provider = self.provider.clone().unwrap_or_else(crate::provider);
+        let builder = ClientConfig::builder_with_provider(provider);
         let builder = match &self.versions {
             Some(v) => builder.with_protocol_versions(v)?,
             None => builder.with_safe_default_protocol_versions()?,
@@ -254,6 +296,9 @@ impl ClientTlsBuilder {
             None => builder.with_no_client_auth(),
         };
         config.alpn_protocols = self.alpn;
+        for hook in self.hooks.0 {
+            hook(&mut ClientTweaks::new(&mut config));
+        }
         config.resumption = rustls::client::Resumption::disabled();
         let auth = self.server_auth.clone();
         let creds = self.credentials;

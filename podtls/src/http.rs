@@ -20,9 +20,11 @@ use crate::verify::PeerAuth;
 
 mod connector;
 mod streams;
+mod unsent;
 
 pub use connector::{HttpsConnector, ServerInfo, TlsConnection};
 use streams::{Streams, TrackedBody};
+pub use unsent::never_sent;
 
 /// The client's address, inserted into every request's extensions next to
 /// the [`PeerAuth`].
@@ -95,6 +97,9 @@ impl Default for HttpOptions {
 ///
 /// Every request carries the connection's [`PeerAuth`] and [`RemoteAddr`] in
 /// its extensions.
+///
+/// The handler is a function; [`serve_service`] takes any tower `Service`
+/// (an axum `Router`, tonic's `Routes`) instead.
 pub async fn serve_http<F, Fut, B, E>(
     listener: TcpListener,
     tls: ServerTls,
@@ -109,7 +114,76 @@ pub async fn serve_http<F, Fut, B, E>(
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     E: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let handler = Arc::new(handler);
+    serve_service(
+        listener,
+        tls,
+        options,
+        shutdown,
+        FnService(Arc::new(handler)),
+    )
+    .await;
+}
+
+/// A handler function as a tower `Service` (always ready).
+struct FnService<F>(Arc<F>);
+
+impl<F> Clone for FnService<F> {
+    fn clone(&self) -> Self {
+        FnService(self.0.clone())
+    }
+}
+
+impl<F, Fut, B, E> tower_service::Service<Request<Incoming>> for FnService<F>
+where
+    F: Fn(Request<Incoming>) -> Fut,
+    Fut: Future<Output = Result<Response<B>, E>>,
+{
+    type Response = Response<B>;
+    type Error = E;
+    type Future = Fut;
+
+    fn poll_ready(&mut self, _cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), E>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Fut {
+        (self.0)(req)
+    }
+}
+
+/// [`serve_http`] for any tower `Service`: an axum `Router`, tonic's
+/// `Routes`, a `tower::ServiceBuilder` stack. Same TLS, connection limit,
+/// deadlines, drain and counters; every request carries the connection's
+/// [`PeerAuth`] and [`RemoteAddr`] in its extensions (axum:
+/// `Extension<PeerAuth>` or `podtls::axum::VerifiedPeer`; tonic:
+/// `request.extensions()` or `podtls::tonic::verified_peer`).
+///
+/// Each request is served by a clone of `service`, called once it is ready
+/// (as hyper-util's `TowerToHyperService` does). A gRPC server needs `h2`
+/// among the ALPN protocols of `tls`.
+///
+/// ```no_run
+/// # async fn run(tls: podtls::ServerTls, router: axum::Router) {
+/// let listener = tokio::net::TcpListener::bind("0.0.0.0:8443").await.unwrap();
+/// podtls::http::serve_service(listener, tls, Default::default(), std::future::pending(), router).await;
+/// # }
+/// ```
+pub async fn serve_service<S, B>(
+    listener: TcpListener,
+    tls: ServerTls,
+    options: HttpOptions,
+    shutdown: impl Future<Output = ()>,
+    service: S,
+) where
+    S: tower_service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    // The template each connection clones (a `Mutex` so `S` need not be `Sync`).
+    let service = std::sync::Mutex::new(service);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut http1 = hyper::server::conn::http1::Builder::new();
     http1
@@ -139,7 +213,7 @@ pub async fn serve_http<F, Fut, B, E>(
         options.serve,
         shutdown,
         move |accepted: Accepted| {
-            let handler = handler.clone();
+            let service = service.lock().unwrap_or_else(|e| e.into_inner()).clone();
             let http1 = http1.clone();
             let http2 = http2.clone();
             let phases = phases.clone();
@@ -159,10 +233,11 @@ pub async fn serve_http<F, Fut, B, E>(
                         let guard = streams.open();
                         req.extensions_mut().insert(peer.clone());
                         req.extensions_mut().insert(RemoteAddr(remote));
-                        let response = handler(req);
+                        let mut service = service.clone();
                         async move {
-                            let response = response.await?;
-                            Ok::<_, E>(response.map(|body| TrackedBody::new(body, guard)))
+                            std::future::poll_fn(|cx| service.poll_ready(cx)).await?;
+                            let response = service.call(req).await?;
+                            Ok::<_, S::Error>(response.map(|body| TrackedBody::new(body, guard)))
                         }
                     })
                 };

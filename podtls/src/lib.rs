@@ -45,6 +45,42 @@
 //!   per-connection handshakes, timeouts and graceful shutdown; the verified
 //!   [`PeerAuth`] in every request's extensions; an HTTPS connector.
 //!
+//! ## Which type do I use
+//!
+//! Every row keeps podtls' handshake path (deadline, safe resumption,
+//! rejections with their reason) and the live credentials and bundles;
+//! "glue" is what a service adds besides building the [`ServerTls`] /
+//! [`ClientTls`] from its [`PodTls`].
+//!
+//! | You have | Server | Client | Feature | Glue |
+//! |---|---|---|---|---|
+//! | a hyper handler `fn` | [`http::serve_http`] | [`http::HttpsConnector`] in hyper-util's `Client` | default | 1 call each |
+//! | an axum `Router`, any tower `Service` | [`http::serve_service`]; the client via `podtls::axum::VerifiedPeer` (401 with the reason), `Extension<PeerAuth>`, `Extension<RemoteAddr>` | as above | `axum` for the extractor | 1 call + a handler parameter |
+//! | tonic | [`http::serve_service`] on tonic's `Routes` (ALPN `h2`); the client via `podtls::tonic::verified_peer` | `Endpoint::connect_with_connector(HttpsConnector::new(tls).tls_for_http_uris())` (see [`http::HttpsConnector`] for `http://` vs `https://`) | `tonic` for `verified_peer` | 1 call + 1 line per handler; 1 call |
+//! | reqwest | — | `.tls_backend_preconfigured(tls.owned_config())` and `.pool_idle_timeout(..)` ([`ClientTls::owned_config`]) | none | 2 builder calls |
+//! | plain TCP | [`serve`] ([`Accepted::peer`]) or [`ServerTls::accept`] | [`connect_tcp`] / [`ClientTls::connect_with_identity`] | none | 1 call each |
+//! | any other TLS stack | [`ServerTls::config`] | [`ClientTls::config`] / [`ClientTls::owned_config`] | none | resumption is off there |
+//!
+//! Every request served by [`http::serve_http`] / [`http::serve_service`]
+//! carries two extensions: the verified [`PeerAuth`] and the client's
+//! [`http::RemoteAddr`]. HTTP/2 clients built on hyper (hyper-util's
+//! `Client`, tonic, reqwest) can fail a request that races a connection's
+//! graceful close without sending it; [`http::never_sent`] recognises
+//! those, which are safe to retry.
+//!
+//! **Adjusting rustls**: [`ServerTlsBuilder::tweak`] / [`ClientTlsBuilder::tweak`]
+//! (ALPN, key log, fragment size, SNI, EMS: a view that cannot reach the
+//! resolvers, verifiers or resumption), `protocol_versions`, and
+//! `crypto_provider` (cipher suites, key exchange groups).
+//!
+//! **Crypto provider**: rustls' aws-lc-rs provider ([`provider()`]), for
+//! handshakes and for loading keys (it supports every key type kubelet
+//! generates, ECDSA P-521 included). For FIPS, build with rustls' `fips`
+//! feature (aws-lc-rs' FIPS module) and pass
+//! `rustls::crypto::default_fips_provider()` to both builders'
+//! `crypto_provider`; `config().fips()` then reports whether the result is
+//! FIPS-approved. podtls does not claim FIPS validation of its own.
+//!
 //! It does **not** talk to the Kubernetes API, generate keys or request
 //! certificates: kubelet does that. It does not check revocation (pod
 //! certificates are short-lived instead).
@@ -101,13 +137,20 @@ mod spiffe_bundles;
 mod spiffe_id;
 mod store;
 mod svid;
+mod tcp;
 mod trust_bundle;
+mod tweaks;
 mod verifier;
 mod verify;
 mod watcher;
 
 #[cfg(feature = "hyper")]
 pub mod http;
+
+#[cfg(feature = "axum")]
+pub mod axum;
+#[cfg(feature = "tonic")]
+pub mod tonic;
 
 #[cfg(feature = "test-util")]
 pub mod test_util;
@@ -141,7 +184,9 @@ pub use crate::spiffe_id::{
 };
 pub use crate::store::{Health, Material, Status, Store, Summary};
 pub use crate::svid::{validate_svid_leaf, validate_svid_leaf_der, SvidError};
+pub use crate::tcp::connect_tcp;
 pub use crate::trust_bundle::{AnchorRejection, TrustBundle};
+pub use crate::tweaks::{ClientTweaks, ServerTweaks};
 pub use crate::verifier::{
     ClientCertMode, DnsServerVerifier, SpiffeClientVerifier, SpiffeServerVerifier,
 };

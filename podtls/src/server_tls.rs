@@ -15,6 +15,7 @@ use crate::resolver::CredentialResolver;
 use crate::session::{Generation, PerGeneration, SESSION_CACHE_SIZE};
 use crate::spiffe_bundles::SpiffeBundles;
 use crate::store::Store;
+use crate::tweaks::{ServerHooks, ServerTweaks};
 use crate::verifier::{ClientCertMode, SpiffeClientVerifier};
 use crate::verify::{verify_spiffe_peer, PeerAuth, PeerIdentity, PeerRole, VerifyError};
 
@@ -79,6 +80,8 @@ pub struct ServerTlsBuilder {
     resumption: bool,
     handshake_timeout: Duration,
     versions: Option<Vec<&'static SupportedProtocolVersion>>,
+    provider: Option<Arc<rustls::crypto::CryptoProvider>>,
+    hooks: ServerHooks,
 }
 
 impl ServerTls {
@@ -91,6 +94,8 @@ impl ServerTls {
             resumption: true,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             versions: None,
+            provider: None,
+            hooks: ServerHooks::default(),
         }
     }
 
@@ -217,13 +222,36 @@ impl ServerTlsBuilder {
         self
     }
 
+    /// The crypto provider (cipher suites, key exchange groups, signature
+    /// algorithms for the handshake). Default: [`crate::provider()`],
+    /// rustls' aws-lc-rs provider. To restrict cipher suites, pass a copy of
+    /// it with a shorter `cipher_suites` list; for FIPS, build rustls with
+    /// its `fips` feature and pass `rustls::crypto::default_fips_provider()`
+    /// (then `config().fips()` tells whether the result is FIPS-approved).
+    /// Keys are always loaded with podtls' aws-lc-rs provider.
+    pub fn crypto_provider(mut self, provider: Arc<rustls::crypto::CryptoProvider>) -> Self {
+        self.provider = Some(provider);
+        self
+    }
+
+    /// Adjusts the rustls configuration after podtls has built it (ALPN, key
+    /// log, fragment size, ...; see [`ServerTweaks`]). Hooks run in the
+    /// order given, on every configuration podtls derives (with and without
+    /// resumption). They cannot reach the certificate resolver, the client
+    /// verifier or session resumption: those stay podtls' live ones.
+    pub fn tweak(mut self, hook: impl FnOnce(&mut ServerTweaks<'_>) + Send + 'static) -> Self {
+        self.hooks.0.push(Box::new(hook));
+        self
+    }
+
     /// Builds the configuration.
     ///
     /// # Errors
     /// [`Error::Config`] for client auth without any trust domain;
     /// [`Error::Tls`] if rustls rejects the protocol setup.
     pub fn build(self) -> Result<ServerTls, Error> {
-        let builder = ServerConfig::builder_with_provider(crate::provider());
+        let provider = self.provider.clone().unwrap_or_else(crate::provider);
+        let builder = ServerConfig::builder_with_provider(provider);
         let builder = match &self.versions {
             Some(v) => builder.with_protocol_versions(v)?,
             None => builder.with_safe_default_protocol_versions()?,
@@ -247,6 +275,9 @@ impl ServerTlsBuilder {
         let mut config =
             builder.with_cert_resolver(Arc::new(CredentialResolver::new(self.credentials)));
         config.alpn_protocols = self.alpn;
+        for hook in self.hooks.0 {
+            hook(&mut ServerTweaks::new(&mut config));
+        }
         config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
         config.send_tls13_tickets = 0;
         let resuming = self.resumption.then(|| {

@@ -296,6 +296,7 @@ pub fn verify_spiffe_peer(
             id: &id,
             pod: pod_identity.as_ref(),
             issuing_cluster: issuing_cluster.as_ref(),
+            chain: Some((end_entity, intermediates)),
         })
         .map_err(|mut u| {
             u.serial = Some(certificate.serial.clone());

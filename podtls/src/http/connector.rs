@@ -31,11 +31,21 @@ use crate::handshake::HandshakeError;
 /// writes fail) once the server certificate it verified has expired.
 /// A resumed session whose server no longer verifies is retried once with a
 /// full handshake, so a request sees exactly what a full handshake gives.
+///
+/// URIs: `https://` only, unless [`HttpsConnector::tls_for_http_uris`] is
+/// set; every connection is TLS either way, the connector never sends a
+/// byte in plaintext. tonic: `Endpoint::connect_with_connector` hands the
+/// connector the endpoint's URI. Use `https://host:port` when no crate in
+/// the build enables a tonic TLS feature (`tls-ring`, `tls-aws-lc`, ...);
+/// with one enabled, tonic refuses `https://` endpoints it has no TLS
+/// configuration for, so use `http://host:port` and
+/// [`HttpsConnector::tls_for_http_uris`]. Both work in both set-ups.
 #[derive(Clone)]
 pub struct HttpsConnector {
     tls: ClientTls,
     overrides: Arc<HashMap<String, SocketAddr>>,
     connect_timeout: Duration,
+    tls_for_http: bool,
 }
 
 impl std::fmt::Debug for HttpsConnector {
@@ -43,6 +53,7 @@ impl std::fmt::Debug for HttpsConnector {
         f.debug_struct("HttpsConnector")
             .field("overrides", &self.overrides)
             .field("connect_timeout", &self.connect_timeout)
+            .field("tls_for_http", &self.tls_for_http)
             .field("handshake_timeout", &self.tls.handshake_timeout())
             .finish()
     }
@@ -61,7 +72,18 @@ impl HttpsConnector {
             tls,
             overrides: Arc::default(),
             connect_timeout: Duration::from_secs(10),
+            tls_for_http: false,
         }
+    }
+
+    /// Accepts `http://` URIs too, and connects to them **with TLS** through
+    /// podtls exactly like `https://` ones (the port defaults to 80 when the
+    /// URI names none). For clients that insist on `http://` while the TLS
+    /// is the connector's, such as tonic when a tonic TLS feature is enabled
+    /// somewhere in the build. There is no plaintext mode.
+    pub fn tls_for_http_uris(mut self) -> Self {
+        self.tls_for_http = true;
+        self
     }
 
     /// Connects to `addr` whenever a URI names `host:port`, while still
@@ -109,13 +131,27 @@ impl HttpsConnector {
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_string();
-        if uri.scheme_str() != Some("https") {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("{uri}: only https:// URIs are supported"),
-            ));
-        }
-        let port = uri.port_u16().unwrap_or(443);
+        let default_port = match uri.scheme_str() {
+            Some("https") => 443,
+            Some("http") if self.tls_for_http => 80,
+            Some("http") => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "{uri}: only https:// URIs are supported (to dial http:// URIs with TLS, \
+                         as tonic needs when a tonic TLS feature is enabled, use \
+                         HttpsConnector::tls_for_http_uris)"
+                    ),
+                ))
+            }
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{uri}: only https:// URIs are supported"),
+                ))
+            }
+        };
+        let port = uri.port_u16().unwrap_or(default_port);
         let name = ServerName::try_from(host.clone())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{host}: {e}")))?;
         let tcp = self.dial(&host, port).await?;

@@ -1,0 +1,81 @@
+//! podtls' default features pull in no gRPC stack and none of the
+//! integration frameworks; the `tonic` feature pulls in tonic alone (no
+//! transport, no codegen, no prost). Checked on the resolved dependency
+//! graph (`cargo tree -e normal`), which is what a service depending on
+//! podtls compiles.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+
+/// The names of podtls' normal (non-dev) dependencies, transitively.
+fn dependencies(features: &[&str]) -> BTreeSet<String> {
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR")).args([
+        "tree",
+        "-p",
+        "podtls",
+        "-e",
+        "normal",
+        "--prefix",
+        "none",
+        "--format",
+        "{p}",
+        "--offline",
+    ]);
+    if !features.is_empty() {
+        cmd.args(["--features", &features.join(",")]);
+    }
+    let out = cmd.output().expect("cargo tree runs");
+    assert!(
+        out.status.success(),
+        "cargo tree failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let names: BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect();
+    // The check below must be able to fail: the graph was really listed.
+    assert!(
+        names.contains("rustls") && names.contains("tokio"),
+        "{names:?}"
+    );
+    names
+}
+
+const FRAMEWORKS: &[&str] = &[
+    "tonic",
+    "tonic-prost",
+    "prost",
+    "axum",
+    "axum-core",
+    "reqwest",
+    "tower",
+];
+
+#[test]
+fn default_features_pull_in_no_grpc_stack_and_no_framework() {
+    let deps = dependencies(&[]);
+    for name in FRAMEWORKS {
+        assert!(!deps.contains(*name), "{name} is a default dependency");
+    }
+}
+
+#[test]
+fn the_tonic_feature_pulls_in_tonic_without_prost_or_its_transport() {
+    let deps = dependencies(&["tonic"]);
+    assert!(deps.contains("tonic"));
+    for name in ["prost", "tonic-prost", "axum", "tower", "hyper-timeout"] {
+        assert!(!deps.contains(name), "the tonic feature pulls in {name}");
+    }
+}
+
+#[test]
+fn the_axum_feature_pulls_in_axum_core_only() {
+    let deps = dependencies(&["axum"]);
+    assert!(deps.contains("axum-core"));
+    for name in ["axum", "tonic", "prost", "reqwest"] {
+        assert!(!deps.contains(name), "the axum feature pulls in {name}");
+    }
+}
