@@ -464,6 +464,7 @@ mod tests {
             id,
             pod,
             issuing_cluster: issuer,
+            chain: None,
         }
     }
 
