@@ -62,6 +62,7 @@ pub mod controller;
 mod denial;
 mod entitlement;
 mod error;
+pub mod injection;
 mod issuer;
 mod key_type;
 mod pem;
