@@ -13,6 +13,7 @@ mod ca_status;
 mod cluster_view;
 mod discovery;
 mod error;
+mod injection_webhook;
 mod metrics;
 mod pool_watch;
 mod reconcile;
@@ -37,6 +38,7 @@ pub use ca_status::{ExpiryLog, DEFAULT_CA_EXPIRY_WARNING, EXPIRY_RELOG_PERIOD};
 pub use cluster_view::{pod_info, read_live, strip_pod, ClusterView, MIRROR_POD_ANNOTATION};
 pub use discovery::{discover, pick as pick_served_apis, ServedApis};
 pub use error::Error;
+pub use injection_webhook::{InjectionWebhook, Outcome as InjectionOutcome, TrustDomainOf};
 pub use metrics::Metrics;
 pub use pool_watch::{spawn as watch_pool, PoolState, DEFAULT_RELOAD_PERIOD};
 pub use reconcile::{
