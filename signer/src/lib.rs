@@ -69,6 +69,7 @@ mod pem;
 mod request;
 mod requested_key;
 mod service_index;
+mod serving_certificate;
 mod signer_config;
 mod signing_ca;
 mod snapshot;
@@ -89,6 +90,7 @@ pub use key_type::{KeyType, UnknownKeyType};
 pub use request::{IssuanceRequest, DEFAULT_MAX_EXPIRATION_SECONDS};
 pub use requested_key::{KeyMaterial, RequestedKey, MAX_KEY_MATERIAL_SIZE};
 pub use service_index::ServiceIndex;
+pub use serving_certificate::{issue_serving_certificate, ServingCredential};
 pub use signer_config::{
     parse_trust_domain, SignerConfig, SignerKind, DEFAULT_MAX_LIFETIME, MAX_LABEL_VALUE_LEN,
     SERVICE_DNS_SIGNER_NAME, SPIFFE_SIGNER_NAME,
