@@ -133,6 +133,10 @@ pub enum Error {
         #[source]
         source: podtls::Error,
     },
+    /// The injection webhook was asked for without the service-dns signer, whose CA
+    /// signs its serving certificate.
+    #[error("the injection webhook needs the service-dns signer (its CA signs the webhook's serving certificate): add --enable-service-dns-signer")]
+    InjectionWithoutServiceDns,
     /// A watch cache never became ready.
     #[error("the {what} watch cache stopped before it was ready")]
     CacheNotReady {
@@ -158,6 +162,7 @@ impl Error {
             }
             Error::Lease { .. } | Error::ReleaseLease { .. } => "lease",
             Error::Admin { .. } => "admin",
+            Error::InjectionWithoutServiceDns => "injection",
             Error::CacheNotReady { .. } => "cache",
         }
     }

@@ -13,6 +13,7 @@ mod ca_status;
 mod cluster_view;
 mod discovery;
 mod error;
+mod injection_server;
 mod injection_webhook;
 mod metrics;
 mod pool_watch;
@@ -38,6 +39,10 @@ pub use ca_status::{ExpiryLog, DEFAULT_CA_EXPIRY_WARNING, EXPIRY_RELOG_PERIOD};
 pub use cluster_view::{pod_info, read_live, strip_pod, ClusterView, MIRROR_POD_ANNOTATION};
 pub use discovery::{discover, pick as pick_served_apis, ServedApis};
 pub use error::Error;
+pub use injection_server::{
+    ca_bundle_patch, run as run_injection_webhook, InjectionServerConfig, InjectionSetup,
+    MAX_REVIEW_BYTES, REVIEW_PATH, SERVING_BUNDLE_FILE,
+};
 pub use injection_webhook::{InjectionWebhook, Outcome as InjectionOutcome, TrustDomainOf};
 pub use metrics::Metrics;
 pub use pool_watch::{spawn as watch_pool, PoolState, DEFAULT_RELOAD_PERIOD};
