@@ -107,21 +107,27 @@ pub async fn run(
         .await
         .with_context(|| format!("listening on {} for the injection webhook", config.listen))?;
 
+    let (written_tx, mut written) = watch::channel(false);
     tokio::spawn(keep_serving_credential(
         pool.clone(),
         bundle.clone(),
         config.dns_names.clone(),
         config.certificate_lifetime,
+        written_tx,
     ));
     if let Some(name) = config.webhook_configuration.clone() {
         tokio::spawn(keep_ca_bundle(client, name, pool));
     }
 
+    // The first credential needs the service-dns pool; until then there is nothing to
+    // serve with (and the API server's calls fail: the configuration's failure policy).
+    if written.wait_for(|w| *w).await.is_err() {
+        anyhow::bail!("the serving credential task stopped before writing a credential");
+    }
     let pod = PodTls::builder()
         .credential_bundle(&bundle)
         .start()
         .context("watching the webhook's serving credential")?;
-    // Fails closed until the first credential is written: every handshake is refused.
     let tls = ServerTls::builder(
         pod.credentials()
             .context("no serving credential configured")?
@@ -195,6 +201,7 @@ async fn keep_serving_credential(
     bundle: PathBuf,
     dns_names: Vec<String>,
     lifetime: Duration,
+    written: watch::Sender<bool>,
 ) {
     const RETRY: Duration = Duration::from_secs(30);
     let mut current: Option<(u64, SystemTime)> = None;
@@ -214,6 +221,7 @@ async fn keep_serving_credential(
                     Ok(c) => {
                         tracing::info!(ca = ca_pool.signing_ca().id(), not_after = ?c.not_after, "injection webhook: new serving certificate");
                         current = Some((state.generation, c.renew_at));
+                        written.send_replace(true);
                     }
                     Err(e) => {
                         tracing::warn!(error = %format!("{e:#}"), "injection webhook: cannot issue its serving certificate; retrying");
