@@ -336,7 +336,6 @@ impl Authorizer {
     }
 }
 
-
 impl fmt::Display for Authorizer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.0 {

@@ -71,6 +71,7 @@ mod endpoint_svid;
 mod entitlement;
 mod error;
 mod federation;
+pub mod injection;
 mod issuer;
 mod key_type;
 mod pem;
@@ -78,6 +79,7 @@ mod pod_identity;
 mod request;
 mod requested_key;
 mod service_index;
+mod serving_certificate;
 mod signer_config;
 mod signing_ca;
 mod snapshot;
@@ -112,6 +114,7 @@ pub use key_type::{KeyType, UnknownKeyType};
 pub use request::{IssuanceRequest, DEFAULT_MAX_EXPIRATION_SECONDS};
 pub use requested_key::{KeyMaterial, RequestedKey, MAX_KEY_MATERIAL_SIZE};
 pub use service_index::ServiceIndex;
+pub use serving_certificate::{issue_serving_certificate, ServingCredential};
 pub use signer_config::{
     parse_trust_domain, SignerConfig, SignerKind, DEFAULT_MAX_LIFETIME, MAX_LABEL_VALUE_LEN,
     POD_IDENTITY_SIGNER_NAME, SERVICE_DNS_SIGNER_NAME, SPIFFE_SIGNER_NAME,

@@ -311,6 +311,8 @@ struct Controller {
     /// window; each CA's notAfter is also the metric podtls_signer_ca_not_after_seconds.
     #[arg(long, env = "SIGNER_CA_EXPIRY_WARNING", default_value = "30days", value_parser = humantime::parse_duration)]
     ca_expiry_warning: Duration,
+    #[command(flatten)]
+    injection: cli::injection::InjectionArgs,
 }
 
 fn main() -> ExitCode {
@@ -581,7 +583,16 @@ fn controller(args: &Controller) -> anyhow::Result<()> {
                 .with_context(|| format!("--admin-listen {addr:?} is not an address:port"))?,
         ),
     };
+    let injection = args.injection.setup(
+        &args.sharding_pod_namespace,
+        args.enable_service_dns_signer,
+        args.enable_spiffe_signer.then_some((
+            args.spiffe_signer_name.as_str(),
+            args.spiffe_trust_domain.as_deref().unwrap_or_default(),
+        )),
+    )?;
     let config = ControllerConfig {
+        injection,
         signers,
         sharding,
         admin_listen,

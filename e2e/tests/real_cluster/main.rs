@@ -17,6 +17,7 @@ mod denials;
 mod entitlement;
 mod faults;
 mod federation;
+mod injection;
 mod issuance;
 mod pod_identity;
 mod rotation;
@@ -25,6 +26,7 @@ use ca_lifecycle::*;
 use denials::*;
 use entitlement::*;
 use faults::*;
+use injection::*;
 use issuance::*;
 use pod_identity::*;
 use rotation::*;
@@ -149,14 +151,25 @@ async fn suite(cluster: &TestCluster, api_version: &str, key_material: KeyMateri
         "discovery picked {} (want {api_version})",
         requests.apis.pcr.api_version
     );
+    // Signer a also serves the pod injection webhook (until it is restarted below).
+    let webhook_port = free_port();
+    let mut signer_a_flags = vec![SPIFFE_KEY_TYPES.to_string()];
+    signer_a_flags.extend(injection_flags(
+        webhook_port,
+        &mesh.logs.join("injection-webhook"),
+    ));
+    let signer_a_flags: Vec<&str> = signer_a_flags.iter().map(String::as_str).collect();
     let mut signer_a = mesh
-        .start_signer("a", &[SPIFFE_KEY_TYPES])
+        .start_signer("a", &signer_a_flags)
         .await
         .context("starting signer a")?;
 
     trust_bundles_are_published(&requests, 1, 1)
         .await
         .context("trust bundles")?;
+    opted_in_pods_are_injected_by_the_webhook(&mesh, webhook_port)
+        .await
+        .context("injection webhook")?;
 
     let mut pairs = Vec::new();
     for ns in PAIRS {

@@ -2,4 +2,5 @@
 
 pub mod bundle_document;
 pub mod ca;
+pub mod injection;
 pub mod pool_store;

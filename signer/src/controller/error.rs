@@ -139,6 +139,10 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// The injection webhook was asked for without the service-dns signer, whose CA
+    /// signs its serving certificate.
+    #[error("the injection webhook needs the service-dns signer (its CA signs the webhook's serving certificate): add --enable-service-dns-signer")]
+    InjectionWithoutServiceDns,
     /// A watch cache never became ready.
     #[error("the {what} watch cache stopped before it was ready")]
     CacheNotReady {
@@ -164,6 +168,7 @@ impl Error {
             }
             Error::Lease { .. } | Error::ReleaseLease { .. } => "lease",
             Error::Admin { .. } => "admin",
+            Error::InjectionWithoutServiceDns => "injection",
             Error::CacheNotReady { .. } => "cache",
             Error::Config { .. } => "config",
         }

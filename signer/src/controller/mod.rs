@@ -20,6 +20,8 @@ mod federation;
 mod federation_bundles;
 mod federation_crd;
 mod federation_metrics;
+mod injection_server;
+mod injection_webhook;
 mod issuer_discovery;
 mod metrics;
 mod pool_watch;
@@ -69,6 +71,11 @@ pub use federation_crd::{
     ClusterFederatedTrustDomainStatus, EndpointProfileType, FEDERATION_GROUP,
 };
 pub use federation_metrics::FederationMetrics;
+pub use injection_server::{
+    ca_bundle_patch, run as run_injection_webhook, InjectionServerConfig, InjectionSetup,
+    MAX_REVIEW_BYTES, REVIEW_PATH, SERVING_BUNDLE_FILE,
+};
+pub use injection_webhook::{InjectionWebhook, Outcome as InjectionOutcome, TrustDomainOf};
 pub use issuer_discovery::{issuer_of, IssuerSource, OPENID_CONFIGURATION_PATH};
 pub use metrics::Metrics;
 pub use pool_watch::{spawn as watch_pool, PoolState, DEFAULT_RELOAD_PERIOD};

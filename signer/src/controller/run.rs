@@ -67,6 +67,9 @@ pub struct ControllerConfig {
     pub bundle_endpoint: Option<BundleEndpointConfig>,
     /// The cluster every signer names in its certificates (`--issuer-url`).
     pub issuer: super::IssuerSource,
+    /// The pod injection webhook (needs the service-dns signer, whose CA signs its
+    /// serving certificate); `None` serves none.
+    pub injection: Option<super::InjectionSetup>,
 }
 
 /// Runs the controller until SIGTERM/Ctrl-C (graceful: in-flight reconciles finish).
@@ -99,6 +102,28 @@ pub async fn run(client: Client, mut config: ControllerConfig) -> Result<(), Err
         .collect::<Result<_, _>>()?;
     let caches_ready = Arc::new(AtomicBool::new(false));
     let trust_domains = start_trust_domains(&config, &pools)?;
+
+    if let Some(injection) = &config.injection {
+        let pool = config
+            .signers
+            .iter()
+            .zip(&pools)
+            .find(|(s, _)| matches!(s.config.kind, SignerKind::ServiceDns))
+            .map(|(_, pool)| pool.clone())
+            .ok_or(Error::InjectionWithoutServiceDns)?;
+        let webhook = Arc::new(injection.webhook());
+        let (client, server) = (client.clone(), injection.server.clone());
+        tokio::spawn(async move {
+            // Serves until the process exits: pods created while the controller drains
+            // are still answered.
+            let served =
+                super::run_injection_webhook(client, server, webhook, pool, std::future::pending())
+                    .await;
+            if let Err(error) = served {
+                tracing::error!(error = %format!("{error:#}"), "injection webhook stopped");
+            }
+        });
+    }
 
     if let Some(addr) = config.admin_listen {
         let ready: admin::ReadinessCheck = {
