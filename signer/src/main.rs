@@ -590,6 +590,7 @@ fn controller(args: &Controller) -> anyhow::Result<()> {
             args.spiffe_signer_name.as_str(),
             args.spiffe_trust_domain.as_deref().unwrap_or_default(),
         )),
+        trust_domains.as_ref().map(|c| &c.map),
     )?;
     let config = ControllerConfig {
         injection,

@@ -59,6 +59,7 @@ impl InjectionArgs {
         namespace: &str,
         service_dns_enabled: bool,
         spiffe: Option<(&str, &str)>,
+        mapping: Option<&signer::TrustDomainMap>,
     ) -> anyhow::Result<Option<InjectionSetup>> {
         if !self.enable_injection_webhook {
             return Ok(None);
@@ -69,7 +70,10 @@ impl InjectionArgs {
         let Some((signer_name, trust_domain)) = spiffe else {
             bail!("--enable-injection-webhook needs --enable-spiffe-signer: injected pods get SPIFFE credentials");
         };
-        let trust_domain = parse_trust_domain(trust_domain)?;
+        let trust_domains = match mapping {
+            Some(map) => map.clone(),
+            None => signer::TrustDomainMap::single(parse_trust_domain(trust_domain)?),
+        };
         let dns_names = if self.injection_webhook_dns_name.is_empty() {
             if namespace.is_empty() {
                 bail!("--enable-injection-webhook: give --injection-webhook-dns-name, or --sharding-pod-namespace for the default podtls-injection.<namespace>.svc");
@@ -97,7 +101,7 @@ impl InjectionArgs {
             },
             own_namespace: namespace.to_string(),
             signers,
-            trust_domain,
+            trust_domains,
         }))
     }
 }
@@ -124,22 +128,51 @@ mod tests {
     fn off_unless_enabled_and_then_needs_both_signers() {
         let spiffe = Some((SPIFFE_SIGNER_NAME, "cluster.local"));
         assert!(args(&[])
-            .setup("mesh-controller", true, spiffe)
+            .setup("mesh-controller", true, spiffe, None)
             .unwrap()
             .is_none());
         let on = args(&["--enable-injection-webhook"]);
         let err = on
-            .setup("mesh-controller", false, spiffe)
+            .setup("mesh-controller", false, spiffe, None)
             .unwrap_err()
             .to_string();
         assert!(err.contains("--enable-service-dns-signer"), "{err}");
         let err = on
-            .setup("mesh-controller", true, None)
+            .setup("mesh-controller", true, None, None)
             .unwrap_err()
             .to_string();
         assert!(err.contains("--enable-spiffe-signer"), "{err}");
-        let err = on.setup("", true, spiffe).unwrap_err().to_string();
+        let err = on.setup("", true, spiffe, None).unwrap_err().to_string();
         assert!(err.contains("--injection-webhook-dns-name"), "{err}");
+    }
+
+    #[test]
+    fn each_namespace_gets_its_trust_domain_from_the_spiffe_signers_mapping() {
+        let map = signer::TrustDomainMap::new(
+            parse_trust_domain("cluster.local").unwrap(),
+            ["payments=pay.example".parse().unwrap()],
+        )
+        .unwrap();
+        let setup = args(&[
+            "--enable-injection-webhook",
+            "--injection-webhook-dns-name=x",
+        ])
+        .setup(
+            "mesh-controller",
+            true,
+            Some((SPIFFE_SIGNER_NAME, "cluster.local")),
+            Some(&map),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            setup.trust_domains.for_namespace("payments").as_str(),
+            "pay.example"
+        );
+        assert_eq!(
+            setup.trust_domains.for_namespace("shop").as_str(),
+            "cluster.local"
+        );
     }
 
     #[test]
@@ -149,6 +182,7 @@ mod tests {
                 "mesh-controller",
                 true,
                 Some((SPIFFE_SIGNER_NAME, "cluster.local")),
+                None,
             )
             .unwrap()
             .unwrap();
@@ -172,6 +206,7 @@ mod tests {
             "mesh-controller",
             true,
             Some((SPIFFE_SIGNER_NAME, "cluster.local")),
+            None,
         )
         .unwrap()
         .unwrap();

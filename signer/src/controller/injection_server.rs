@@ -67,18 +67,18 @@ pub struct InjectionSetup {
     pub own_namespace: String,
     /// The signers injection may name (the first is the default).
     pub signers: Vec<String>,
-    /// The trust domain of every namespace.
-    pub trust_domain: spiffe::TrustDomain,
+    /// Each namespace's trust domain (the spiffe signer's mapping).
+    pub trust_domains: crate::TrustDomainMap,
 }
 
 impl InjectionSetup {
     /// The review logic for this setup.
     pub fn webhook(&self) -> InjectionWebhook {
-        let td = self.trust_domain.clone();
+        let map = self.trust_domains.clone();
         InjectionWebhook::new(
             self.own_namespace.clone(),
             self.signers.clone(),
-            Box::new(move |_: &str| Some(td.clone())),
+            Box::new(move |namespace: &str| Some(map.for_namespace(namespace).clone())),
         )
     }
 }
