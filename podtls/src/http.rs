@@ -91,7 +91,11 @@ impl Default for HttpOptions {
 /// Connections close gracefully at their [`Accepted::deadline`] (maximum age
 /// or client certificate expiry): HTTP/2 sends GOAWAY and finishes the
 /// streams in flight; HTTP/1.1 answers the request in flight with
-/// `Connection: close`, or closes at once if idle. A connection upgraded
+/// `Connection: close`, or closes at once if idle. A client request racing
+/// such a close can fail on the client: hyper's HTTP/2 client (also
+/// tonic's and reqwest's) fails it unsent ([`never_sent`] tells, retry it);
+/// an HTTP/1.1 request written just as an idle connection closes fails
+/// with an incomplete message (retry it if it is idempotent). A connection upgraded
 /// with HTTP/1.1 `Upgrade` (e.g. WebSocket) is handed to the application
 /// with the upgrade and is outside these deadlines from then on.
 ///

@@ -222,3 +222,54 @@ async fn a_router_not_served_through_podtls_never_treats_the_caller_as_anonymous
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     assert!(String::from_utf8_lossy(&body).contains("not served through podtls"));
 }
+
+#[tokio::test]
+async fn shutdown_drains_an_in_flight_axum_request() {
+    use std::sync::Arc;
+    use tokio::sync::Notify;
+    let mesh = Mesh::new().await;
+    let entered = Arc::new(Notify::new());
+    let release = Arc::new(Notify::new());
+    let app = Router::new().route(
+        "/slow",
+        get({
+            let (entered, release) = (entered.clone(), release.clone());
+            move |peer: VerifiedPeer| async move {
+                entered.notify_one();
+                release.notified().await;
+                peer.certificate.serial.clone()
+            }
+        }),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = stopper();
+    let options = podtls::http::HttpOptions::default();
+    let stats = options.serve.stats.clone();
+    let server = tokio::spawn(serve_service(
+        listener,
+        mesh.server_tls(false, &[b"h2", b"http/1.1"]),
+        options,
+        stopped,
+        app,
+    ));
+    let http = client(mesh.client_tls(), addr);
+    let request = tokio::spawn(async move { get_text(&http, addr.port(), "/slow").await });
+    entered.notified().await;
+    assert_eq!(stats.active.load(Ordering::Relaxed), 1);
+    // Shutdown while the request is in the handler: the server keeps
+    // serving it, and returns only once it is done.
+    stop.send(()).unwrap();
+    tokio::task::yield_now().await;
+    assert!(!server.is_finished());
+    release.notify_one();
+    let (status, _, body) = request.await.unwrap().unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert!(!body.is_empty());
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("the server returns after the drain")
+        .unwrap();
+    assert_eq!(stats.active.load(Ordering::Relaxed), 0);
+    assert_eq!(stats.drain_aborted.load(Ordering::Relaxed), 0);
+}

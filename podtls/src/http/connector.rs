@@ -31,6 +31,9 @@ use crate::handshake::HandshakeError;
 /// writes fail) once the server certificate it verified has expired.
 /// A resumed session whose server no longer verifies is retried once with a
 /// full handshake, so a request sees exactly what a full handshake gives.
+/// A server closing a pooled HTTP/2 connection (GOAWAY at its maximum age)
+/// can make hyper fail a request without sending it (hyperium/hyper#2500):
+/// [`crate::http::never_sent`] recognises those, which are safe to retry.
 ///
 /// URIs: `https://` only, unless [`HttpsConnector::tls_for_http_uris`] is
 /// set; every connection is TLS either way, the connector never sends a
