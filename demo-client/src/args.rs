@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args as ClapArgs, Parser, Subcommand, ValueEnum};
+use clap::{ArgAction, Args as ClapArgs, Parser, Subcommand, ValueEnum};
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -79,7 +79,7 @@ pub struct LoadArgs {
     pub duration: Duration,
 
     /// Open a new TLS connection (a full handshake) for every request.
-    #[arg(long)]
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, default_value_t = false)]
     pub new_connection_per_request: bool,
 
     /// Summary format.
@@ -87,7 +87,7 @@ pub struct LoadArgs {
     pub output: Output,
 
     /// No progress line while running.
-    #[arg(long)]
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, default_value_t = false)]
     pub quiet: bool,
 }
 
@@ -192,6 +192,7 @@ fn positive_duration(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn parses_curl_style_resolve() {
@@ -205,6 +206,69 @@ mod tests {
         assert!(parse_resolve("x:443").is_err());
         assert!(parse_resolve("x:http:1.2.3.4").is_err());
         assert!(parse_resolve("x:443:nothost").is_err());
+    }
+
+    /// The original meshtool's `https-client` command lines, exactly as its manifests
+    /// write them (ahmedtd/mesh-example `example-manifests/*.yaml`, after
+    /// `/meshtool https-client`).
+    #[test]
+    fn accepts_the_original_manifests_command_lines() {
+        let a = Args::try_parse_from([
+            "demo-client",
+            "--fetch-url=https://server.service-dns-spiffe-client.svc/spiffe-echo",
+            "--server-trust-bundle=/run/tls-config/service-dns-trust-bundle.pem",
+            "--client-cred-bundle=/run/tls-config/spiffe-cred-bundle.pem",
+        ])
+        .unwrap();
+        assert_eq!(
+            a.conn.fetch_url,
+            "https://server.service-dns-spiffe-client.svc/spiffe-echo"
+        );
+        assert_eq!(
+            a.conn.server_trust_bundle.as_deref(),
+            Some(Path::new("/run/tls-config/service-dns-trust-bundle.pem"))
+        );
+        assert_eq!(
+            a.conn.client_cred_bundle.as_deref(),
+            Some(Path::new("/run/tls-config/spiffe-cred-bundle.pem"))
+        );
+        // Go's https-client polls every 10 s; so do we by default.
+        assert_eq!(a.interval, Duration::from_secs(10));
+
+        let a = Args::try_parse_from([
+            "demo-client",
+            "--fetch-url=https://server.service-dns-unauth-client.svc/healthz",
+            "--server-trust-bundle=/var/run/service-dns-trustbundle/trust.pem",
+        ])
+        .unwrap();
+        assert_eq!(
+            a.conn.server_trust_bundle.as_deref(),
+            Some(Path::new("/var/run/service-dns-trustbundle/trust.pem"))
+        );
+        assert!(a.conn.client_cred_bundle.is_none());
+    }
+
+    #[test]
+    fn boolean_flags_take_go_style_values() {
+        let load = |flags: &[&str]| {
+            let mut argv = vec!["demo-client", "--fetch-url=https://x.example/", "load"];
+            argv.extend_from_slice(flags);
+            Args::try_parse_from(argv).map(|a| match a.command {
+                Some(Command::Load(l)) => (l.quiet, l.new_connection_per_request),
+                None => panic!("load mode expected"),
+            })
+        };
+        assert_eq!(load(&[]).unwrap(), (false, false));
+        assert_eq!(load(&["--quiet"]).unwrap(), (true, false));
+        assert_eq!(load(&["--quiet=true"]).unwrap(), (true, false));
+        assert_eq!(load(&["--quiet=false"]).unwrap(), (false, false));
+        assert_eq!(
+            load(&["--new-connection-per-request=true", "--quiet=false"]).unwrap(),
+            (false, true)
+        );
+        assert!(load(&["--quiet=yes please"]).is_err());
+        // As Go's `flag`, a boolean never takes the next argument as its value.
+        assert!(load(&["--quiet", "false"]).is_err());
     }
 
     #[test]

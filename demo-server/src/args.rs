@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{ArgAction, Parser, ValueEnum};
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -59,12 +59,12 @@ pub struct Args {
 
     /// Ask clients for SPIFFE certificates (issued by row-major.net/spiffe);
     /// /spiffe-echo answers 401 with the reason when none or a bad one is sent.
-    #[arg(long, env = "DEMO_SERVER_ENABLE_SPIFFE_CLIENT_SUPPORT")]
+    #[arg(long, env = "DEMO_SERVER_ENABLE_SPIFFE_CLIENT_SUPPORT", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, default_value_t = false)]
     pub enable_spiffe_client_support: bool,
 
     /// Require a valid, authorized SPIFFE client certificate: the TLS
     /// handshake fails without one. Implies --enable-spiffe-client-support.
-    #[arg(long, env = "DEMO_SERVER_REQUIRE_SPIFFE_CLIENT")]
+    #[arg(long, env = "DEMO_SERVER_REQUIRE_SPIFFE_CLIENT", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, default_value_t = false)]
     pub require_spiffe_client: bool,
 
     /// Trust bundle (PEM) for verifying SPIFFE client certificates of the

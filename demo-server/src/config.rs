@@ -182,6 +182,72 @@ mod tests {
         assert_eq!(s.bundles[0].0.as_str(), "cluster.local");
     }
 
+    /// The original meshtool's `demo-server` command lines, exactly as its manifests
+    /// write them (ahmedtd/mesh-example `example-manifests/*.yaml`, after
+    /// `/meshtool demo-server`): each must start a server configured the same way.
+    #[test]
+    fn accepts_the_original_manifests_command_lines() {
+        // service-dns-spiffe-client.yaml: Go's `flag` form `--bool=true`.
+        let c = parse(&[
+            "--listen=0.0.0.0:443",
+            "--server-creds=/run/tls-config/service-dns-cred-bundle.pem",
+            "--enable-spiffe-client-support=true",
+            "--spiffe-trust-bundle=/run/tls-config/spiffe-trust-bundle.pem",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.credentials,
+            Credentials::Bundle("/run/tls-config/service-dns-cred-bundle.pem".into())
+        );
+        let s = c.spiffe.expect("SPIFFE client support is on");
+        assert_eq!(s.mode, ClientCertMode::Optional);
+        assert_eq!(
+            s.bundles[0].1,
+            PathBuf::from("/run/tls-config/spiffe-trust-bundle.pem")
+        );
+        // service-dns-unauth-client.yaml and acme-public-service.yaml: no client auth.
+        for creds in [
+            "/var/run/service-tls-creds/creds.pem",
+            "/run/tls-config/acme-cred-bundle.pem",
+        ] {
+            let c = parse(&["--listen=0.0.0.0:443", &format!("--server-creds={creds}")]).unwrap();
+            assert_eq!(c.credentials, Credentials::Bundle(creds.into()));
+            assert!(c.spiffe.is_none());
+        }
+    }
+
+    #[test]
+    fn boolean_flags_take_go_style_values() {
+        let base = ["--server-creds=/c.pem", "--spiffe-trust-bundle=/t.pem"];
+        let mode = |flags: &[&str]| {
+            let mut all = base.to_vec();
+            all.extend_from_slice(flags);
+            parse(&all).map(|c| c.spiffe.map(|s| s.mode))
+        };
+        let optional = Some(ClientCertMode::Optional);
+        let required = Some(ClientCertMode::Required);
+        assert_eq!(mode(&["--enable-spiffe-client-support"]).unwrap(), optional);
+        assert_eq!(
+            mode(&["--enable-spiffe-client-support=true"]).unwrap(),
+            optional
+        );
+        assert_eq!(
+            mode(&["--enable-spiffe-client-support=false"]).unwrap(),
+            None
+        );
+        assert_eq!(mode(&[]).unwrap(), None);
+        assert_eq!(mode(&["--require-spiffe-client=true"]).unwrap(), required);
+        assert_eq!(mode(&["--require-spiffe-client"]).unwrap(), required);
+        // As Go's `flag`, a boolean never takes the next argument as its value.
+        let err = mode(&["--require-spiffe-client", "false"]).unwrap_err();
+        assert!(
+            err.to_string().contains("unexpected argument 'false'"),
+            "{err}"
+        );
+        let err = mode(&["--require-spiffe-client=maybe"]).unwrap_err();
+        assert!(err.to_string().contains("maybe"), "{err}");
+    }
+
     #[test]
     fn rejects_bad_flag_combinations() {
         for (flags, needle) in [

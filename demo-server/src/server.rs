@@ -26,9 +26,7 @@ pub async fn run(args: Args) -> Result<()> {
     let admin_addr = if args.admin_listen == "off" {
         None
     } else {
-        let admin = TcpListener::bind(&args.admin_listen)
-            .await
-            .with_context(|| format!("cannot listen on {} (--admin-listen)", args.admin_listen))?;
+        let admin = bind(&args.admin_listen, "--admin-listen").await?;
         let addr = admin.local_addr()?;
         tokio::spawn(crate::admin::serve(
             admin,
@@ -75,9 +73,7 @@ pub async fn run(args: Args) -> Result<()> {
     }
     let tls = builder.build()?;
 
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let listener = bind(&args.listen.to_string(), "--listen").await?;
     let https_addr = listener.local_addr()?;
     // One machine-readable line for scripts and tests; logs go to stderr.
     println!(
@@ -141,5 +137,52 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+/// Binds `addr`, given by `flag`; when the port is taken (typically by a second
+/// demo-server on one machine, both on the default ports) the error names the flag
+/// that picks another.
+async fn bind(addr: &str, flag: &str) -> Result<TcpListener> {
+    match TcpListener::bind(addr).await {
+        Ok(l) => Ok(l),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            let off = if flag == "--admin-listen" {
+                format!(", or turn it off with {flag}=off")
+            } else {
+                String::new()
+            };
+            Err(anyhow::anyhow!(
+                "cannot listen on {addr} ({flag}): the port is already in use, perhaps by \
+                 another demo-server on this machine; choose a free one with \
+                 {flag}=127.0.0.1:0 (any free port) or another address{off}"
+            ))
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot listen on {addr} ({flag})")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bind;
+
+    #[tokio::test]
+    async fn a_taken_port_names_the_flag_that_picks_another() {
+        let taken = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = taken.local_addr().unwrap().to_string();
+        let err = bind(&addr, "--admin-listen").await.unwrap_err().to_string();
+        assert!(err.contains("already in use"), "{err}");
+        assert!(err.contains("--admin-listen=127.0.0.1:0"), "{err}");
+        assert!(err.contains("--admin-listen=off"), "{err}");
+        let err = bind(&addr, "--listen").await.unwrap_err().to_string();
+        assert!(err.contains("--listen=127.0.0.1:0"), "{err}");
+        assert!(!err.contains("=off"), "{err}");
+        // Other failures keep their cause and still name the flag.
+        let err = format!(
+            "{:#}",
+            bind("not an address", "--admin-listen").await.unwrap_err()
+        );
+        assert!(err.contains("(--admin-listen)"), "{err}");
+        drop(taken);
     }
 }

@@ -20,10 +20,21 @@ pub fn demo_binaries() -> Result<PathBuf> {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
     if manifest.exists() {
         // From a source tree: (re)build so the binaries match this source.
+        // cargo said "Running" already; without a word here a cold build of the two
+        // binaries (minutes) looks like a hang. cargo's own progress goes to stderr.
+        let profile = if dir.ends_with("release") {
+            " --release"
+        } else {
+            ""
+        };
+        eprintln!(
+            "podtls-local: building demo-server and demo-client \
+             (cargo build -p demo-server -p demo-client{profile}; the first build takes a few minutes)"
+        );
+        let started = std::time::Instant::now();
         let mut cargo = std::process::Command::new(env!("CARGO"));
         cargo.args([
             "build",
-            "--quiet",
             "-p",
             "demo-server",
             "-p",
@@ -43,6 +54,10 @@ pub fn demo_binaries() -> Result<PathBuf> {
         if !status.success() {
             bail!("building demo-server and demo-client failed");
         }
+        eprintln!(
+            "podtls-local: demo binaries ready ({:.1?})",
+            started.elapsed()
+        );
     }
     if !present(&dir) {
         bail!("demo-server and demo-client not found in {}", dir.display());

@@ -142,7 +142,7 @@ pub use rustls;
 
 /// The README's Rust examples, compiled as doc tests.
 #[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
+#[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
 pub use spiffe;

@@ -114,7 +114,7 @@ struct MakeCaPoolSecret {
     out_file: Option<PathBuf>,
     /// If the Secret (or --out-file) exists, add the new CA to its pool (trusted, not
     /// signing) instead of refusing to overwrite it. This is step one of a CA rotation.
-    #[arg(long, env = "SIGNER_APPEND", num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set, default_value_t = false)]
+    #[arg(long, env = "SIGNER_APPEND", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, default_value_t = false)]
     append: bool,
 }
 
@@ -143,7 +143,7 @@ struct Controller {
     #[arg(long, env = "KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
     /// Use the in-cluster service account instead of a kubeconfig.
-    #[arg(long, env = "SIGNER_IN_CLUSTER", num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set, default_value_t = false)]
+    #[arg(long, env = "SIGNER_IN_CLUSTER", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, default_value_t = false)]
     in_cluster: bool,
     /// (Work sharding) The namespace the controller runs in.
     #[arg(long, env = "SIGNER_SHARDING_POD_NAMESPACE", default_value = "")]
@@ -158,7 +158,7 @@ struct Controller {
     #[arg(long, env = "SIGNER_SHARDING_APPLICATION_NAME", default_value = "")]
     sharding_application_name: String,
     /// Run the service-dns signer.
-    #[arg(long, env = "SIGNER_ENABLE_SERVICE_DNS_SIGNER", num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set, default_value_t = false)]
+    #[arg(long, env = "SIGNER_ENABLE_SERVICE_DNS_SIGNER", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, default_value_t = false)]
     enable_service_dns_signer: bool,
     /// File with the service-dns signer's CA pool JSON.
     #[arg(long, env = "SIGNER_SERVICE_DNS_CA_POOL")]
@@ -171,7 +171,7 @@ struct Controller {
     #[arg(long, env = "SIGNER_SERVICE_DNS_KEY_TYPES", value_delimiter = ',')]
     service_dns_key_types: Vec<KeyType>,
     /// Run the spiffe signer.
-    #[arg(long, env = "SIGNER_ENABLE_SPIFFE_SIGNER", num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set, default_value_t = false)]
+    #[arg(long, env = "SIGNER_ENABLE_SPIFFE_SIGNER", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, default_value_t = false)]
     enable_spiffe_signer: bool,
     /// The SPIFFE trust domain of issued certificates (required with the spiffe signer).
     #[arg(long, env = "SIGNER_SPIFFE_TRUST_DOMAIN")]
@@ -188,7 +188,7 @@ struct Controller {
     spiffe_key_types: Vec<KeyType>,
     /// Run the pod-identity signer (row-major.net/pod-identity), as meshtool's flag. NOT
     /// IMPLEMENTED YET: the controller refuses to start when this is set.
-    #[arg(long, env = "SIGNER_ENABLE_POD_IDENTITY_SIGNER", num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set, default_value_t = false)]
+    #[arg(long, env = "SIGNER_ENABLE_POD_IDENTITY_SIGNER", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, default_value_t = false)]
     enable_pod_identity_signer: bool,
     /// File with the pod-identity signer's CA pool JSON, as meshtool's flag; unused (and
     /// ignored with a warning) until the pod-identity signer exists.
@@ -501,5 +501,98 @@ mod tests {
         let args = controller_args(&["--pod-identity-ca-pool=/x.json"]);
         let err = format!("{:#}", controller(&args).unwrap_err());
         assert!(err.contains("enable at least one signer"), "{err}");
+    }
+
+    /// The original meshtool's `controller` and `make-ca-pool-secret` command lines,
+    /// exactly as its manifests and README write them (ahmedtd/mesh-example
+    /// `controller-manifests/mesh-controller.yaml`, `manifests/mesh-controller.yaml`,
+    /// README "Installation", after `/meshtool` or `go run ./cmd/meshtool`).
+    #[test]
+    fn accepts_the_original_manifests_command_lines() {
+        let argv = [
+            "signer",
+            "controller",
+            "--in-cluster=true",
+            "--sharding-pod-namespace=mesh-controller",
+            "--sharding-pod-name=mesh-controller-0",
+            "--sharding-pod-uid=0000",
+            "--sharding-application-name=mesh-controller",
+            "--enable-service-dns-signer=true",
+            "--service-dns-ca-pool=/run/ca-state/service-dns-pool.json",
+            "--enable-spiffe-signer=true",
+            "--spiffe-trust-domain=cluster.local",
+            "--spiffe-ca-pool=/run/ca-state/spiffe-pool.json",
+        ];
+        let Command::Controller(c) = Cli::try_parse_from(argv).expect("parses").command else {
+            panic!("controller expected");
+        };
+        assert!(c.in_cluster && c.enable_service_dns_signer && c.enable_spiffe_signer);
+        assert_eq!(c.sharding_application_name, "mesh-controller");
+        assert_eq!(c.spiffe_trust_domain.as_deref(), Some("cluster.local"));
+        assert_eq!(
+            c.service_dns_ca_pool.as_deref(),
+            Some(Path::new("/run/ca-state/service-dns-pool.json"))
+        );
+
+        // The oldest manifest: nothing but --in-cluster=true.
+        let Command::Controller(c) =
+            Cli::try_parse_from(["signer", "controller", "--in-cluster=true"])
+                .expect("parses")
+                .command
+        else {
+            panic!("controller expected");
+        };
+        assert!(c.in_cluster && !c.enable_service_dns_signer && !c.enable_spiffe_signer);
+        // ... which then says what is missing instead of running no signer.
+        let err = format!("{:#}", controller(&c).unwrap_err());
+        assert!(err.contains("enable at least one signer"), "{err}");
+
+        for name in ["service-dns-ca-pool", "spiffe-ca-pool"] {
+            let argv = [
+                "signer",
+                "make-ca-pool-secret",
+                "--namespace",
+                "mesh-controller",
+                "--name",
+                name,
+                "--ca-id",
+                "1",
+            ];
+            let Command::MakeCaPoolSecret(m) = Cli::try_parse_from(argv).expect("parses").command
+            else {
+                panic!("make-ca-pool-secret expected");
+            };
+            assert_eq!(
+                (m.namespace.as_str(), m.name.as_str(), m.ca_id.as_str()),
+                ("mesh-controller", name, "1")
+            );
+            // As meshtool's: an ED25519 CA, a new Secret (no --append).
+            assert_eq!(m.key_type, KeyType::Ed25519);
+            assert!(!m.append);
+        }
+    }
+
+    #[test]
+    fn every_boolean_flag_takes_go_style_values() {
+        for (value, expected) in [("", true), ("=true", true), ("=false", false)] {
+            let args = controller_args(&[
+                &format!("--in-cluster{value}"),
+                &format!("--enable-service-dns-signer{value}"),
+                &format!("--enable-spiffe-signer{value}"),
+            ]);
+            assert_eq!(
+                (
+                    args.in_cluster,
+                    args.enable_service_dns_signer,
+                    args.enable_spiffe_signer
+                ),
+                (expected, expected, expected),
+                "{value:?}"
+            );
+        }
+        // As Go's `flag`, a boolean never takes the next argument as its value.
+        let argv = ["signer", "controller", "--in-cluster", "false"];
+        let err = Cli::try_parse_from(argv).unwrap_err().to_string();
+        assert!(err.contains("unexpected argument 'false'"), "{err}");
     }
 }

@@ -121,7 +121,7 @@ pub struct RetireArgs {
     max_lifetime: MaxLifetime,
     /// Retire even if certificates the CA issued may still be valid (they stop verifying
     /// once the trust bundles drop it). Never retires the signing CA.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set, default_value_t = false)]
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, default_value_t = false)]
     force: bool,
 }
 
