@@ -55,6 +55,9 @@ pub struct Issued {
     pub key_type: KeyType,
     /// The SANs in the leaf (DNS names or the SPIFFE ID), for logs.
     pub identities: Vec<String>,
+    /// Service DNS names the pod was entitled to but that are no valid DNS name (over
+    /// 253 characters), left out of the leaf; for logs.
+    pub left_out: Vec<String>,
 }
 
 /// Decides a request and, if it is granted, signs the certificate.
@@ -148,13 +151,17 @@ pub fn issue(
     let mut subject = DistinguishedName::new();
     let mut extensions = Vec::new();
     let mut pod_identity = None;
-    let dns = |pod: &PodInfo| {
-        dns_names(pod, &snapshot.services, chosen.as_ref(), &config.dns).map_err(NotIssued::Pending)
+    let mut left_out = Vec::new();
+    let mut dns = |pod: &PodInfo| {
+        let names = dns_names(pod, &snapshot.services, chosen.as_ref(), &config.dns)
+            .map_err(NotIssued::Pending)?;
+        left_out = names.left_out;
+        Ok::<_, NotIssued>(names.names)
     };
     let (sans, identities) = match &config.kind {
         SignerKind::Spiffe { trust_domain } => spiffe_san(request, trust_domain)?,
         SignerKind::ServiceDns => {
-            let names = dns(pod)?.names;
+            let names = dns(pod)?;
             if names.is_empty() {
                 // A certificate without SANs is useless, and kubelet would keep it until
                 // beginRefreshAt (up to a day). Never deny either: a Service may be
@@ -173,7 +180,7 @@ pub fn issue(
         SignerKind::PodIdentity { trust_domain } => {
             let (mut sans, mut identities) = spiffe_san(request, trust_domain)?;
             // DNS names of the Services selecting the pod, if any; none is fine here.
-            let (dns_sans, dns_identities) = dns_sans(dns(pod)?.names)?;
+            let (dns_sans, dns_identities) = dns_sans(dns(pod)?)?;
             sans.extend(dns_sans);
             identities.extend(dns_identities);
             // KubeTLS: CN = pod name. X.520 bounds a CN to 64 characters; a longer pod
@@ -253,6 +260,7 @@ pub fn issue(
         ca_id: ca.id().to_string(),
         key_type: key.key_type(),
         identities,
+        left_out,
     })
 }
 
