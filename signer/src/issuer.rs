@@ -68,11 +68,13 @@ pub struct Issued {
 /// none) and that one is a list of Service names (else
 /// `InvalidUnverifiedUserAnnotations`); the key material parses, is an accepted key
 /// type (`UnsupportedKeyType`) and verifies (proof of possession or CSR self-signature);
-/// `maxExpirationSeconds` allows at least one hour (else `Failed`); the identity
-/// the pod's entitlement ([`check_entitlement`]: the live pod, Node and ServiceAccount
-/// match the request, the pod mounts a `podCertificate` source for this signer and key
-/// type); the identity (SPIFFE ID, or the selecting Services); the CA is valid now. The leaf is then signed
-/// and checked against the request once more before it is returned.
+/// `maxExpirationSeconds` allows at least one hour (else `Failed`); the pod's
+/// entitlement ([`check_entitlement`]: the live pod, Node and ServiceAccount match the
+/// request, the pod mounts a `podCertificate` source for this signer and key type); the
+/// identity (SPIFFE ID; the names of the selecting Services, pending while a Service the
+/// pod chose does not select it; the PodIdentity); the CA is valid now. The leaf is then
+/// signed and checked against the request once more (validity, key, issuer name, the
+/// PodIdentity and issuing cluster read back) before it is returned.
 pub fn issue(
     request: &IssuanceRequest,
     config: &SignerConfig,
