@@ -55,6 +55,9 @@ pub struct Issued {
     pub key_type: KeyType,
     /// The SANs in the leaf (DNS names or the SPIFFE ID), for logs.
     pub identities: Vec<String>,
+    /// Service DNS names the pod was entitled to but that are no valid DNS name (over
+    /// 253 characters), left out of the leaf; for logs.
+    pub left_out: Vec<String>,
 }
 
 /// Decides a request and, if it is granted, signs the certificate.
@@ -65,11 +68,13 @@ pub struct Issued {
 /// none) and that one is a list of Service names (else
 /// `InvalidUnverifiedUserAnnotations`); the key material parses, is an accepted key
 /// type (`UnsupportedKeyType`) and verifies (proof of possession or CSR self-signature);
-/// `maxExpirationSeconds` allows at least one hour (else `Failed`); the identity
-/// the pod's entitlement ([`check_entitlement`]: the live pod, Node and ServiceAccount
-/// match the request, the pod mounts a `podCertificate` source for this signer and key
-/// type); the identity (SPIFFE ID, or the selecting Services); the CA is valid now. The leaf is then signed
-/// and checked against the request once more before it is returned.
+/// `maxExpirationSeconds` allows at least one hour (else `Failed`); the pod's
+/// entitlement ([`check_entitlement`]: the live pod, Node and ServiceAccount match the
+/// request, the pod mounts a `podCertificate` source for this signer and key type); the
+/// identity (SPIFFE ID; the names of the selecting Services, pending while a Service the
+/// pod chose does not select it; the PodIdentity); the CA is valid now. The leaf is then
+/// signed and checked against the request once more (validity, key, issuer name, the
+/// PodIdentity and issuing cluster read back) before it is returned.
 pub fn issue(
     request: &IssuanceRequest,
     config: &SignerConfig,
@@ -148,13 +153,17 @@ pub fn issue(
     let mut subject = DistinguishedName::new();
     let mut extensions = Vec::new();
     let mut pod_identity = None;
-    let dns = |pod: &PodInfo| {
-        dns_names(pod, &snapshot.services, chosen.as_ref(), &config.dns).map_err(NotIssued::Pending)
+    let mut left_out = Vec::new();
+    let mut dns = |pod: &PodInfo| {
+        let names = dns_names(pod, &snapshot.services, chosen.as_ref(), &config.dns)
+            .map_err(NotIssued::Pending)?;
+        left_out = names.left_out;
+        Ok::<_, NotIssued>(names.names)
     };
     let (sans, identities) = match &config.kind {
         SignerKind::Spiffe { trust_domain } => spiffe_san(request, trust_domain)?,
         SignerKind::ServiceDns => {
-            let names = dns(pod)?.names;
+            let names = dns(pod)?;
             if names.is_empty() {
                 // A certificate without SANs is useless, and kubelet would keep it until
                 // beginRefreshAt (up to a day). Never deny either: a Service may be
@@ -173,7 +182,7 @@ pub fn issue(
         SignerKind::PodIdentity { trust_domain } => {
             let (mut sans, mut identities) = spiffe_san(request, trust_domain)?;
             // DNS names of the Services selecting the pod, if any; none is fine here.
-            let (dns_sans, dns_identities) = dns_sans(dns(pod)?.names)?;
+            let (dns_sans, dns_identities) = dns_sans(dns(pod)?)?;
             sans.extend(dns_sans);
             identities.extend(dns_identities);
             // KubeTLS: CN = pod name. X.520 bounds a CN to 64 characters; a longer pod
@@ -253,6 +262,7 @@ pub fn issue(
         ca_id: ca.id().to_string(),
         key_type: key.key_type(),
         identities,
+        left_out,
     })
 }
 

@@ -453,3 +453,30 @@ fn req_with_max(req: &IssuanceRequest) -> IssuanceRequest {
         ..req.clone()
     }
 }
+
+#[test]
+fn attack_a_name_over_253_characters_never_reaches_the_certificate() {
+    let ns = "n".repeat(63);
+    let (host, sub) = ("h".repeat(63), "s".repeat(63));
+    let suffix = format!("{}.example", "x".repeat(50));
+    let mut req = request(POD_IDENTITY_SIGNER_NAME);
+    req.namespace = ns.clone();
+    let mut snap = snapshot(&req, vec![]);
+    {
+        let pod = snap.pod.as_mut().unwrap();
+        pod.hostname = Some(host.clone());
+        pod.subdomain = Some(sub.clone());
+    }
+    snap.services = vec![ServiceInfo {
+        namespace: ns.clone(),
+        ..service(&sub, ServiceType::Headless)
+    }];
+    let cfg = config().with_dns(DnsNameOptions::new().with_suffix(&suffix).unwrap());
+    let (issued, _) = issue_ok(&req, &cfg, &snap);
+    let long = format!("{host}.{sub}.{ns}.svc.{suffix}");
+    assert_eq!(issued.left_out, std::slice::from_ref(&long));
+    let dns = facts(&issued.leaf_der).dns;
+    assert!(!dns.contains(&long));
+    assert!(dns.contains(&format!("{host}.{sub}.{ns}.svc")), "{dns:?}");
+    assert!(dns.iter().all(|n| n.len() <= MAX_DNS_NAME_LEN));
+}

@@ -162,6 +162,7 @@ enum Outcome {
     Issued {
         serial: String,
         identities: Vec<String>,
+        left_out: Vec<String>,
     },
     Denied {
         reason: &'static str,
@@ -231,6 +232,7 @@ async fn decide(
             Outcome::Issued {
                 serial: issued.serial.clone(),
                 identities: issued.identities.clone(),
+                left_out: issued.left_out.clone(),
             },
         ),
         Err(NotIssued::Denied(denial)) => Decision::Write(
@@ -283,7 +285,14 @@ async fn record(ctx: &Context, pcr: &PodCertificateRequest, outcome: &Outcome, n
     let signer = &ctx.signer.name;
     let request = key(pcr);
     match outcome {
-        Outcome::Issued { serial, identities } => {
+        Outcome::Issued {
+            serial,
+            identities,
+            left_out,
+        } => {
+            if !left_out.is_empty() {
+                tracing::warn!(%request, %signer, left_out = ?left_out, "DNS names longer than 253 characters left out of the certificate");
+            }
             let since = pcr
                 .metadata
                 .creation_timestamp
