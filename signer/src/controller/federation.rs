@@ -597,7 +597,20 @@ impl Loop {
             if r.status.as_ref() == Some(&status) {
                 continue;
             }
-            let patch = serde_json::json!({"status": status});
+            // A merge patch removes a field only when it is null: clear what is gone.
+            let mut value = serde_json::to_value(&status).unwrap_or_default();
+            if let Some(fields) = value.as_object_mut() {
+                for key in [
+                    "lastSuccessfulRefresh",
+                    "sequenceNumber",
+                    "source",
+                    "lastError",
+                    "lastErrorTime",
+                ] {
+                    fields.entry(key).or_insert(serde_json::Value::Null);
+                }
+            }
+            let patch = serde_json::json!({"status": value});
             if let Err(error) = api
                 .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
