@@ -183,6 +183,36 @@ mod tests {
         assert!(files >= 4);
     }
 
+    /// Every field of every example Deployment's pod spec is one that
+    /// k8s-openapi knows: a misspelt field (say `credentialBundlePath` or
+    /// `optional` of a projected source) would be dropped by the API server
+    /// without a word, and is caught here by a lossless round trip.
+    #[test]
+    fn example_pod_specs_use_only_known_field_names() {
+        let mut files = vec![manifests_dir().join("federation/federated-spiffe.yaml")];
+        for entry in std::fs::read_dir(manifests_dir()).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "yaml") {
+                files.push(path);
+            }
+        }
+        let mut checked = 0;
+        for file in files {
+            for doc in load(&file).unwrap() {
+                if doc["kind"] != "Deployment" {
+                    continue;
+                }
+                let spec = &doc["spec"]["template"]["spec"];
+                let typed: k8s_openapi::api::core::v1::PodSpec =
+                    serde_json::from_value(spec.clone()).unwrap();
+                let back = serde_json::to_value(&typed).unwrap();
+                assert_eq!(&back, spec, "{}: {}", file.display(), describe(&doc));
+                checked += 1;
+            }
+        }
+        assert!(checked >= 8, "{checked} Deployments checked");
+    }
+
     #[test]
     fn octal_modes_parse_as_kubectl_reads_them() {
         // kubectl reads `defaultMode: 0444` as YAML 1.1 octal (292).

@@ -25,6 +25,8 @@ pub struct PairState {
     pub server_seen: BTreeSet<String>,
     /// Client serials seen by the server.
     pub client_seen: BTreeSet<String>,
+    /// For the cross-trust-domain pair: the federation phase and counts.
+    pub federation: Option<crate::federation::Federation>,
 }
 
 impl PairState {
@@ -84,6 +86,9 @@ pub fn render(header: &str, pairs: &[PairState]) -> String {
             "{:<38} {:>7} {:>6}  {:<20} {:<20} {}",
             p.label, p.ok, p.failed, server, client, last
         );
+        if let Some(f) = &p.federation {
+            let _ = writeln!(out, "{:<38} {}", "", f.describe(std::time::Instant::now()));
+        }
         if let Some(f) = &p.last_failure {
             let _ = writeln!(out, "{:<38} last failure: {f}", "");
         }

@@ -3,9 +3,16 @@
 //! the signer's issuance code, and projects the result with kubelet's atomic
 //! writer layout: the credential bundle (PKCS#8 `PRIVATE KEY`, then the chain)
 //! and the trust bundles (what a `clusterTrustBundle` projection writes).
+//! Pods of the federated pair get a SPIFFE credential folder instead (draft
+//! SPIFFE Filesystem Delivery standard): one projected volume holding
+//! `credential-bundle.private-key.x509.pem` and one
+//! `<trust-domain>.spiffe-trust-bundle.x509.pem` per trust domain, a peer
+//! bundle written empty once its federation is removed, as kubelet writes an
+//! `optional: true` `clusterTrustBundle` source whose selector matches nothing.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::SystemTime;
 
 use anyhow::{anyhow, Context, Result};
@@ -37,17 +44,63 @@ pub const BUNDLE: &str = "credentialbundle.pem";
 pub struct PodVolumes {
     creds: AtomicWriter,
     trust: AtomicWriter,
+    /// The credential folder volume, for pods that read one, and what it
+    /// holds now (every write projects the whole payload, as kubelet does).
+    folder: Option<(AtomicWriter, Mutex<Payload>)>,
 }
+
+/// A volume's files: name to content.
+type Payload = BTreeMap<String, Vec<u8>>;
 
 impl PodVolumes {
     /// Volumes under `root/<namespace>/<pod>/`.
-    pub fn new(root: &Path, pod: &PodInfo) -> Result<Self> {
+    pub fn new(root: &Path, pod: &PodInfo, credential_folder: bool) -> Result<Self> {
         let dir = root.join(&pod.namespace).join(&pod.name);
+        let folder = if credential_folder {
+            Some((
+                AtomicWriter::new(dir.join("spiffe"))
+                    .context("creating the credential folder volume")?,
+                Mutex::new(BTreeMap::new()),
+            ))
+        } else {
+            None
+        };
         Ok(PodVolumes {
             creds: AtomicWriter::new(dir.join("creds"))
                 .context("creating the credentials volume")?,
             trust: AtomicWriter::new(dir.join("trust")).context("creating the trust volume")?,
+            folder,
         })
+    }
+
+    /// The credential folder, for pods that read one.
+    pub fn credential_folder(&self) -> Option<PathBuf> {
+        self.folder.as_ref().map(|(w, _)| w.dir().to_path_buf())
+    }
+
+    /// Projects the credential folder's trust bundles: `Some(pem)` for a
+    /// trust domain the pod's own federates with (its own included), `None`
+    /// for one whose federation was removed (written empty, as kubelet writes
+    /// an `optional: true` source that matches no ClusterTrustBundle).
+    pub fn project_folder_trust(&self, bundles: &[(&str, Option<String>)]) -> Result<()> {
+        let Some((_, files)) = &self.folder else {
+            return Ok(());
+        };
+        let mut files = files.lock().unwrap_or_else(|p| p.into_inner());
+        for (td, pem) in bundles {
+            let name = format!("{td}{}", podtls::TRUST_BUNDLE_SUFFIX);
+            files.insert(name, pem.clone().unwrap_or_default().into_bytes());
+        }
+        self.write_folder(&files)
+    }
+
+    fn write_folder(&self, files: &Payload) -> Result<()> {
+        if let Some((writer, _)) = &self.folder {
+            writer
+                .write(files)
+                .context("projecting the credential folder")?;
+        }
+        Ok(())
     }
 
     /// The credential bundle path.
@@ -131,6 +184,15 @@ impl PodVolumes {
         let issued = issue(&request, config, pool.signing_ca(), &snapshot, now)
             .map_err(|e| anyhow!("{}/{}: not issued: {e}", pod.info.namespace, pod.info.name))?;
         let bundle = format!("{}{}", key.serialize_pem(), issued.certificate_chain);
+        if let Some((_, files)) = &self.folder {
+            let mut files = files.lock().unwrap_or_else(|p| p.into_inner());
+            files.insert(
+                podtls::CREDENTIAL_BUNDLE_FILE.to_string(),
+                bundle.into_bytes(),
+            );
+            self.write_folder(&files)?;
+            return Ok(issued.serial);
+        }
         self.creds
             .write(&BTreeMap::from([(BUNDLE.to_string(), bundle.into_bytes())]))
             .context("projecting the credential bundle")?;

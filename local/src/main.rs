@@ -17,8 +17,17 @@
 //! certificates issued and seen in traffic, and ok / failed counts. It ends
 //! after `--duration` (0 = until Ctrl-C) with a summary, and exits non-zero
 //! if any request failed or a rotation was never seen in traffic.
+//!
+//! A fourth pair spans two trust domains: the server in `cluster.local`, the
+//! client in `partner.example` (its own signer and CA pool), both reading a
+//! SPIFFE credential folder. Federation is added at a sixth of the run and
+//! removed at three fifths (the server's bundle of `partner.example` written
+//! empty, as kubelet does when the ClusterTrustBundle goes away): the pair is
+//! refused before, served during, and refused again after, which the display
+//! marks as expected; its "failed" column counts only what is not.
 
 mod display;
+mod federation;
 mod kubelet;
 mod procs;
 mod system;
@@ -33,8 +42,9 @@ use clap::Parser;
 use tokio::io::AsyncBufReadExt;
 
 use display::PairState;
+use federation::{Federation, Phase, Verdict};
 use kubelet::PodVolumes;
-use system::{PairKind, System, TRUST_DOMAIN};
+use system::{PairKind, System, PARTNER_TRUST_DOMAIN, TRUST_DOMAIN};
 
 /// Runs the signers, a kubelet stand-in and the three demo pairs locally.
 #[derive(Debug, Parser)]
@@ -91,21 +101,30 @@ async fn run(args: Args) -> Result<bool> {
     // Kubelet stand-in: volumes, first certificates, trust bundles.
     let mut volumes = Vec::new();
     for pair in &system.pairs {
-        let server = PodVolumes::new(&work.join("pods"), &pair.server.info)?;
-        let client = PodVolumes::new(&work.join("pods"), &pair.client.info)?;
+        let folder = pair.uses_credential_folder();
+        let server = PodVolumes::new(&work.join("pods"), &pair.server.info, folder)?;
+        let client = PodVolumes::new(&work.join("pods"), &pair.client.info, folder)?;
         volumes.push((server, client));
     }
+    // Outcomes of the cross pair within this long of a federation switch are
+    // not judged: demo-client keeps connections for up to 1 s (its
+    // --max-connection-age below), and one request may be in flight.
+    let grace = Duration::from_secs(1) + 2 * args.request_interval + Duration::from_millis(500);
     let state = Arc::new(Mutex::new(
         system
             .pairs
             .iter()
             .map(|p| PairState {
                 label: p.label().to_string(),
+                federation: p
+                    .uses_credential_folder()
+                    .then(|| Federation::new(Instant::now(), grace)),
                 ..PairState::default()
             })
             .collect::<Vec<_>>(),
     ));
-    project_all(&system, &volumes, &state, true)?;
+    let mut federated = false;
+    project_all(&system, &volumes, &state, true, federated)?;
 
     // The demo pairs, as real processes.
     let mut servers = Vec::new();
@@ -113,11 +132,22 @@ async fn run(args: Args) -> Result<bool> {
     let mut readers = Vec::new();
     for (i, (pair, (sv, cv))) in system.pairs.iter().zip(&volumes).enumerate() {
         let spiffe_bundle = sv.trust("spiffe.pem").display().to_string();
-        let mut server_args = vec![
-            "--server-creds".to_string(),
-            sv.bundle().display().to_string(),
-        ];
+        let mut server_args = match sv.credential_folder() {
+            Some(folder) => vec![
+                "--credential-folder".to_string(),
+                folder.display().to_string(),
+            ],
+            None => vec![
+                "--server-creds".to_string(),
+                sv.bundle().display().to_string(),
+            ],
+        };
         match pair.kind {
+            PairKind::Federated => server_args.extend([
+                "--require-spiffe-client".into(),
+                "--allow-trust-domain".into(),
+                PARTNER_TRUST_DOMAIN.into(),
+            ]),
             PairKind::ServiceDnsUnauthClient => {}
             PairKind::ServiceDnsSpiffeClient => server_args.extend([
                 "--enable-spiffe-client-support".into(),
@@ -161,6 +191,15 @@ async fn run(args: Args) -> Result<bool> {
             "1s".into(),
         ];
         match pair.kind {
+            PairKind::Federated => client_args.extend([
+                "--server-spiffe-id".into(),
+                pair.server_spiffe_id(),
+                "--credential-folder".into(),
+                cv.credential_folder()
+                    .context("credential folder")?
+                    .display()
+                    .to_string(),
+            ]),
             PairKind::FullSpiffe => client_args.extend([
                 "--server-spiffe-id".into(),
                 pair.server_spiffe_id(),
@@ -172,7 +211,7 @@ async fn run(args: Args) -> Result<bool> {
                 cv.trust("service-dns.pem").display().to_string(),
             ]),
         }
-        if pair.client.signer.is_some() {
+        if pair.client.signer.is_some() && !pair.uses_credential_folder() {
             client_args.extend([
                 "--client-cred-bundle".into(),
                 cv.bundle().display().to_string(),
@@ -195,15 +234,29 @@ async fn run(args: Args) -> Result<bool> {
                 let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
                 let p = &mut st[i];
                 let ok = f.status.is_some_and(|c| (200..300).contains(&c));
-                if ok {
-                    p.ok += 1;
-                } else {
-                    p.failed += 1;
-                    p.last_failure = Some(format!(
-                        "{} {}",
-                        f.status.map_or("FAILED".into(), |c| c.to_string()),
-                        f.body
-                    ));
+                let outcome = format!(
+                    "{} {}",
+                    f.status.map_or("FAILED".into(), |c| c.to_string()),
+                    f.body
+                );
+                let verdict = match p.federation.as_mut() {
+                    Some(fed) => fed.judge(ok, Instant::now()),
+                    None if ok => Verdict::Ok,
+                    None => Verdict::Failed,
+                };
+                match verdict {
+                    Verdict::Ok => p.ok += 1,
+                    Verdict::Failed => {
+                        p.failed += 1;
+                        p.last_failure = Some(outcome);
+                    }
+                    Verdict::Leaked => {
+                        p.failed += 1;
+                        p.last_failure = Some(format!(
+                            "served while NOT federated (must be refused): {outcome}"
+                        ));
+                    }
+                    Verdict::Refused | Verdict::Transition => {}
                 }
                 p.last = format!(
                     "{} {}",
@@ -221,6 +274,16 @@ async fn run(args: Args) -> Result<bool> {
     let tty = std::io::stdout().is_terminal();
     let mut next_rotation = start + args.rotate_every;
     let mut next_draw = start;
+    // Federation added at a sixth of the run, removed at three fifths
+    // (10 s and 40 s when running until Ctrl-C).
+    let run_for = if args.duration.is_zero() {
+        Duration::from_secs(60)
+    } else {
+        args.duration
+    };
+    let federate_at = start + run_for / 6;
+    let defederate_at = start + run_for * 3 / 5;
+    let mut federation_removed = false;
     let mut rotation = 0u32;
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
@@ -230,6 +293,16 @@ async fn run(args: Args) -> Result<bool> {
             break;
         }
         let now = Instant::now();
+        if !federated && !federation_removed && now >= federate_at {
+            federated = true;
+            project_federation(&system, &volumes, federated)?;
+            switch_phase(&state, Phase::Federated);
+        } else if federated && now >= defederate_at {
+            federated = false;
+            federation_removed = true;
+            project_federation(&system, &volumes, federated)?;
+            switch_phase(&state, Phase::Removed);
+        }
         if now >= next_rotation {
             rotation += 1;
             // Trust-anchor rotation: add CA 2, then sign with it, then retire CA 1.
@@ -254,7 +327,13 @@ async fn run(args: Args) -> Result<bool> {
                 }
                 _ => {}
             }
-            project_all(&system, &volumes, &state, rotation == 3 || rotation == 7)?;
+            project_all(
+                &system,
+                &volumes,
+                &state,
+                rotation == 3 || rotation == 7,
+                federated,
+            )?;
             next_rotation += args.rotate_every;
         }
         if now >= next_draw {
@@ -282,7 +361,14 @@ async fn run(args: Args) -> Result<bool> {
                 Duration::from_secs(5)
             };
         }
-        let wake = next_rotation.min(next_draw);
+        let mut wake = next_rotation.min(next_draw);
+        if !federation_removed {
+            wake = wake.min(if federated {
+                defederate_at
+            } else {
+                federate_at
+            });
+        }
         tokio::select! {
             _ = &mut ctrl_c => break,
             _ = tokio::time::sleep_until(wake.into()) => {}
@@ -322,6 +408,14 @@ async fn run(args: Args) -> Result<bool> {
             p.failed,
             p.server_issued.len()
         );
+        if let Some(f) = &p.federation {
+            println!(
+                "  {:<38} federation: {} refused before it was added, {} refused after it was removed (expected: fail closed), {} not judged (within {:?} of a switch)",
+                "", f.refused_before, f.refused_after, f.in_transition, grace
+            );
+            // Fail closed after de-federation is part of what must be seen.
+            good &= !federation_removed || f.refused_after > 0;
+        }
         if let Some(f) = &p.last_failure {
             println!("  {:<38} last failure: {f}", "");
         }
@@ -347,6 +441,43 @@ async fn run(args: Args) -> Result<bool> {
     Ok(good)
 }
 
+fn switch_phase(state: &Mutex<Vec<PairState>>, phase: Phase) {
+    let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+    for p in st.iter_mut() {
+        if let Some(f) = p.federation.as_mut() {
+            f.switch(phase, Instant::now());
+        }
+    }
+}
+
+/// The credential folders' trust bundles, as kubelet projects them from the
+/// ClusterTrustBundles labelled per (workload trust domain, peer trust
+/// domain): the server (`cluster.local`) gets `partner.example`'s bundle only
+/// while federated, written empty after; the client (`partner.example`)
+/// keeps `cluster.local`'s (its own relationship is not removed).
+fn project_federation(
+    system: &System,
+    volumes: &[(PodVolumes, PodVolumes)],
+    federated: bool,
+) -> Result<()> {
+    let own = system.spiffe.pool.trust_bundle_pem();
+    let partner = system.partner.pool.trust_bundle_pem();
+    for (pair, (sv, cv)) in system.pairs.iter().zip(volumes) {
+        if !pair.uses_credential_folder() {
+            continue;
+        }
+        sv.project_folder_trust(&[
+            (TRUST_DOMAIN, Some(own.clone())),
+            (PARTNER_TRUST_DOMAIN, federated.then(|| partner.clone())),
+        ])?;
+        cv.project_folder_trust(&[
+            (PARTNER_TRUST_DOMAIN, Some(partner.clone())),
+            (TRUST_DOMAIN, Some(own.clone())),
+        ])?;
+    }
+    Ok(())
+}
+
 /// The kubelet stand-in's pass: new certificates for every pod with a
 /// signer, and (when `trust` is set) the trust bundles.
 fn project_all(
@@ -354,10 +485,14 @@ fn project_all(
     volumes: &[(PodVolumes, PodVolumes)],
     state: &Mutex<Vec<PairState>>,
     trust: bool,
+    federated: bool,
 ) -> Result<()> {
     let now = SystemTime::now();
+    if trust {
+        project_federation(system, volumes, federated)?;
+    }
     for (i, (pair, (sv, cv))) in system.pairs.iter().zip(volumes).enumerate() {
-        if trust {
+        if trust && !pair.uses_credential_folder() {
             sv.project_trust(&system.service_dns.pool, &system.spiffe.pool)?;
             cv.project_trust(&system.service_dns.pool, &system.spiffe.pool)?;
         }

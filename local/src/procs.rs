@@ -112,12 +112,14 @@ pub struct Fetch {
     pub server_serial: Option<String>,
     /// The client certificate's serial as the server saw it.
     pub client_serial: Option<String>,
+    /// The server's SPIFFE trust domain (full SPIFFE pairs).
+    pub server_trust_domain: Option<String>,
     /// The response body or error.
     pub body: String,
 }
 
-/// Parses `<time> <code> <alpn> server_serial=S client_serial=C <body>` or
-/// `<time> FAILED client_serial=C <error>`.
+/// Parses `<time> <code> <alpn> server_serial=S client_serial=C
+/// [server_trust_domain=T] <body>` or `<time> FAILED client_serial=C <error>`.
 pub fn parse_fetch(line: &str) -> Option<Fetch> {
     let mut it = line.splitn(3, ' ');
     let _time = it.next()?;
@@ -139,6 +141,7 @@ pub fn parse_fetch(line: &str) -> Option<Fetch> {
             status: None,
             server_serial: None,
             client_serial: field(rest, "client_serial="),
+            server_trust_domain: None,
             body,
         });
     }
@@ -147,11 +150,19 @@ pub fn parse_fetch(line: &str) -> Option<Fetch> {
     let _alpn = parts.next();
     let s = parts.next().unwrap_or_default();
     let c = parts.next().unwrap_or_default();
+    let mut body = parts.next().unwrap_or_default();
+    let mut server_trust_domain = None;
+    if let Some(after) = body.strip_prefix("server_trust_domain=") {
+        let (td, rest) = after.split_once(' ').unwrap_or((after, ""));
+        server_trust_domain = Some(td.to_string());
+        body = rest;
+    }
     Some(Fetch {
         status: Some(code),
         server_serial: field(s, "server_serial="),
         client_serial: field(c, "client_serial="),
-        body: parts.next().unwrap_or_default().to_string(),
+        server_trust_domain,
+        body: body.to_string(),
     })
 }
 
@@ -166,6 +177,13 @@ mod tests {
         assert_eq!(ok.server_serial.as_deref(), Some("ab"));
         assert_eq!(ok.client_serial.as_deref(), Some("cd"));
         assert_eq!(ok.body, "Client Identity: spiffe://x/y");
+        assert_eq!(ok.server_trust_domain, None);
+        let spiffe = parse_fetch(
+            "t 200 h2 server_serial=ab client_serial=cd server_trust_domain=a.example Client Identity: spiffe://b.example/y",
+        )
+        .unwrap();
+        assert_eq!(spiffe.server_trust_domain.as_deref(), Some("a.example"));
+        assert_eq!(spiffe.body, "Client Identity: spiffe://b.example/y");
         let anon = parse_fetch("t 200 h2 server_serial=ab client_serial=- OK").unwrap();
         assert_eq!(anon.client_serial, None);
         let failed = parse_fetch("t FAILED client_serial=- connection refused").unwrap();

@@ -15,6 +15,13 @@ use crate::kubelet::Pod;
 /// The SPIFFE trust domain of the local system.
 pub const TRUST_DOMAIN: &str = "cluster.local";
 
+/// The second trust domain: a partner's cluster with its own spiffe signer
+/// and CA pool, which `cluster.local` federates with during the run.
+pub const PARTNER_TRUST_DOMAIN: &str = "partner.example";
+
+/// The partner cluster's spiffe signer.
+pub const PARTNER_SIGNER: &str = "partner.example/spiffe";
+
 /// One signer: its configuration and CA pool.
 pub struct LocalSigner {
     /// The issuance configuration (the controller's, unchanged).
@@ -80,6 +87,10 @@ pub enum PairKind {
     ServiceDnsSpiffeClient,
     /// Both sides SPIFFE; the client checks the server's SPIFFE ID.
     FullSpiffe,
+    /// Full SPIFFE across trust domains: the server in `cluster.local`, the
+    /// client in `partner.example`, both reading a SPIFFE credential folder.
+    /// Refused until federation is added, and again after it is removed.
+    Federated,
 }
 
 /// One example namespace.
@@ -104,7 +115,13 @@ impl Pair {
             PairKind::ServiceDnsUnauthClient => "service-dns + unauthenticated client",
             PairKind::ServiceDnsSpiffeClient => "service-dns + SPIFFE client",
             PairKind::FullSpiffe => "full SPIFFE (both sides)",
+            PairKind::Federated => "federated (client in partner.example)",
         }
+    }
+
+    /// Whether the pods read a SPIFFE credential folder.
+    pub fn uses_credential_folder(&self) -> bool {
+        self.kind == PairKind::Federated
     }
 
     /// The server's in-cluster DNS name.
@@ -151,7 +168,9 @@ pub struct System {
     pub service_dns: LocalSigner,
     /// `row-major.net/spiffe`.
     pub spiffe: LocalSigner,
-    /// The three pairs.
+    /// `partner.example/spiffe`: the second trust domain's signer.
+    pub partner: LocalSigner,
+    /// The pairs.
     pub pairs: Vec<Pair>,
 }
 
@@ -161,8 +180,14 @@ impl System {
         let td = signer::parse_trust_domain(TRUST_DOMAIN)?;
         let service_dns = LocalSigner::new(SignerConfig::service_dns(), now)?;
         let spiffe = LocalSigner::new(SignerConfig::spiffe(td), now)?;
+        let partner = LocalSigner::new(
+            SignerConfig::spiffe(signer::parse_trust_domain(PARTNER_TRUST_DOMAIN)?)
+                .with_name(PARTNER_SIGNER),
+            now,
+        )?;
         let dns = service_dns.config.name.clone();
         let sp = spiffe.config.name.clone();
+        let partner_name = partner.config.name.clone();
         let pair = |kind,
                     namespace: &'static str,
                     server_signer: &str,
@@ -193,21 +218,23 @@ impl System {
                     Some(&sp),
                 ),
                 pair(PairKind::FullSpiffe, "spiffe-mtls", &sp, Some(&sp)),
+                pair(PairKind::Federated, "federation", &sp, Some(&partner_name)),
             ],
             service_dns,
             spiffe,
+            partner,
         })
     }
 
     /// The signer named `name`.
     pub fn signer(&self, name: &str) -> Option<&LocalSigner> {
-        [&self.service_dns, &self.spiffe]
+        [&self.service_dns, &self.spiffe, &self.partner]
             .into_iter()
             .find(|s| s.config.name == name)
     }
 
     /// Every signer, mutably.
-    pub fn signers_mut(&mut self) -> [&mut LocalSigner; 2] {
-        [&mut self.service_dns, &mut self.spiffe]
+    pub fn signers_mut(&mut self) -> [&mut LocalSigner; 3] {
+        [&mut self.service_dns, &mut self.spiffe, &mut self.partner]
     }
 }

@@ -19,6 +19,16 @@
 //!   own kind (the signer reloads its CA pool with it).
 //! - **SPIFFE** ([`verify_spiffe_peer`], [`Authorizer`]): X509-SVID peers
 //!   verified against the bundle of their own trust domain, then authorized.
+//! - **Credential folders** ([`PodTlsBuilder::credential_folder`],
+//!   [`PodTlsBuilder::credential_folder_from_env`] with
+//!   [`SPIFFE_CREDENTIAL_FOLDER_ENV`]): the draft SPIFFE Filesystem Delivery
+//!   standard's folder (`credential-bundle.private-key.x509.pem` and one
+//!   `<trust-domain>.spiffe-trust-bundle.x509.pem` per trust domain, older
+//!   names too). Trust domains are followed as their files come and go; a
+//!   removed or emptied peer bundle **de-federates** its trust domain at once
+//!   ([`VerifyError::DeFederated`], resumption included), a malformed one
+//!   keeps the last good anchors; status per trust domain in
+//!   [`PodTls::trust_domain_statuses`].
 //! - **rustls** ([`ServerTls`], [`ClientTls`]): resolvers and verifiers that
 //!   read the live stores on every handshake (an atomic load, no lock), and
 //!   a handshake path on both sides ([`ServerTls::accept`],

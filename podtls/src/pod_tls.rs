@@ -137,6 +137,7 @@ impl PodTls {
                 .credentials
                 .as_ref()
                 .is_some_and(|c| c.status().is_ready())
+                && self.roots.as_ref().is_none_or(|r| r.status().is_ready())
                 && self
                     .own_trust_domain()
                     .is_some_and(|td| self.spiffe.current(&td).is_ok());

@@ -58,6 +58,9 @@ pub(crate) struct FolderSource {
     warned: BTreeSet<String>,
     /// The errors of the last reload, reported by [`Reload::report`].
     errors: Vec<(Target, Error)>,
+    /// Why file events are missing (path, detail), for trust domains that
+    /// appear later.
+    watch_error: Option<(PathBuf, String)>,
     pending_error_until: Option<Instant>,
 }
 
@@ -78,8 +81,26 @@ impl FolderSource {
             bundle_seen: BTreeMap::new(),
             warned: BTreeSet::new(),
             errors: Vec::new(),
+            watch_error: None,
             pending_error_until: None,
         }
+    }
+
+    /// The store of `td`, added to the set if new (with the folder's watch
+    /// error, if any).
+    fn bundle_store(&self, td: &TrustDomain, path: &Path) -> Store<TrustBundle> {
+        let store = self
+            .bundles
+            .entry(td, &format!("SPIFFE bundle {td} {}", path.display()));
+        if let Some((path, detail)) = &self.watch_error {
+            if store.status().watch_error.is_none() {
+                store.set_watch_error(Some(Error::Watch {
+                    path: path.clone(),
+                    detail: detail.clone(),
+                }));
+            }
+        }
+        store
     }
 
     /// The workload's own trust domain, from the credentials being served.
@@ -139,9 +160,7 @@ impl FolderSource {
 
     fn load_bundle(&mut self, td: &TrustDomain, name: &str, now: SystemTime, limit: u64) {
         let path = self.folder.join(name);
-        let store = self
-            .bundles
-            .entry(td, &format!("SPIFFE bundle {td} {}", path.display()));
+        let store = self.bundle_store(td, &path);
         let bytes = match read::read_file(&path, limit) {
             Ok(bytes) => bytes,
             // Removed between the listing and the read (kubelet's swap).
@@ -346,15 +365,22 @@ impl Reload for FolderSource {
     }
 
     fn set_watch_error(&mut self, error: Option<Error>) {
-        let text = error.as_ref().map(ToString::to_string);
-        self.credentials.set_watch_error(error);
+        // The same reason for every store of the folder, now and for trust
+        // domains that appear later (the engine reports `Error::Watch`).
+        self.watch_error = error.as_ref().map(|e| match e {
+            Error::Watch { path, detail } => (path.clone(), detail.clone()),
+            other => (self.folder.clone(), other.to_string()),
+        });
         for td in self.bundles.trust_domains() {
             if let Some(store) = self.bundles.store(&td) {
-                store.set_watch_error(text.as_ref().map(|detail| Error::Watch {
-                    path: self.folder.clone(),
-                    detail: detail.clone(),
+                store.set_watch_error(self.watch_error.as_ref().map(|(path, detail)| {
+                    Error::Watch {
+                        path: path.clone(),
+                        detail: detail.clone(),
+                    }
                 }));
             }
         }
+        self.credentials.set_watch_error(error);
     }
 }

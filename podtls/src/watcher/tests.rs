@@ -171,3 +171,71 @@ fn a_watcher_that_can_be_created_later_is_used_and_the_error_clears() {
     });
     assert_eq!(value(&store), "two");
 }
+
+/// A credential folder without file events: new trust domains and
+/// de-federation are still found by the periodic re-read, and every store of
+/// the folder says why events are missing (once, not wrapped twice).
+#[test]
+fn credential_folder_falls_back_to_polling_for_trust_domains() {
+    use crate::credentials::LeafKind;
+    use crate::spiffe_bundles::SpiffeBundles;
+    use crate::test_util::{CertAuthority, LeafSpec};
+
+    let dir = tempfile::tempdir().unwrap();
+    let ca_a = CertAuthority::new("a");
+    let ca_b = CertAuthority::new("b");
+    let leaf = ca_a.issue(&LeafSpec::spiffe("spiffe://a.example/ns/x/sa/y"));
+    std::fs::write(
+        dir.path().join("credential-bundle.private-key.x509.pem"),
+        leaf.bundle_pem(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("a.example.spiffe-trust-bundle.x509.pem"),
+        ca_a.cert_pem(),
+    )
+    .unwrap();
+    let creds = Store::empty("creds");
+    let bundles = SpiffeBundles::default();
+    let source = super::FolderSource::new(
+        dir.path().to_path_buf(),
+        creds.clone(),
+        LeafKind::SpiffeSvid,
+        bundles.clone(),
+    );
+    let _reloader =
+        Reloader::start_with(vec![Box::new(source)], polling_timing(), cannot_create).unwrap();
+    assert!(creds.current().is_some());
+    let a = crate::parse_trust_domain("a.example").unwrap();
+    let b = crate::parse_trust_domain("b.example").unwrap();
+    assert!(bundles.current(&a).is_ok());
+    let error = creds.status().watch_error.expect("recorded").to_string();
+    assert_eq!(
+        error.matches("cannot watch").count(),
+        1,
+        "not wrapped twice: {error}"
+    );
+
+    std::fs::write(
+        dir.path().join("b.example.spiffe-trust-bundle.x509.pem"),
+        ca_b.cert_pem(),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while bundles.current(&b).is_err() {
+        assert!(Instant::now() < deadline, "b.example never appeared");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let b_error = bundles.store(&b).unwrap().status().watch_error;
+    let b_error = b_error.expect("the new trust domain's store says so too");
+    assert_eq!(b_error.to_string(), error);
+
+    std::fs::remove_file(dir.path().join("b.example.spiffe-trust-bundle.x509.pem")).unwrap();
+    while !matches!(
+        bundles.current(&b),
+        Err(crate::VerifyError::DeFederated { .. })
+    ) {
+        assert!(Instant::now() < deadline, "b.example never de-federated");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
