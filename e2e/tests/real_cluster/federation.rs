@@ -133,6 +133,7 @@ pub(crate) async fn federation_suite(cluster: &TestCluster) -> Result<()> {
         "--key-type=ECDSAP256",
         &format!("--out-file={}", b_pool.display()),
     ])?;
+    let endpoint_port = free_port();
     let _signer = mesh
         .start_signer(
             "a",
@@ -140,6 +141,10 @@ pub(crate) async fn federation_suite(cluster: &TestCluster) -> Result<()> {
                 &format!("--spiffe-namespace-trust-domain=fed-b={TD_B}"),
                 &format!("--spiffe-trust-domain-ca-pool={TD_B}={}", b_pool.display()),
                 "--enable-federation",
+                "--federation-min-refresh=1s",
+                // cluster.local's own bundle endpoint (https_spiffe, a self-issued SVID).
+                &format!("--bundle-endpoint-listen=127.0.0.1:{endpoint_port}"),
+                "--bundle-endpoint-refresh-hint=2s",
             ],
         )
         .await
@@ -147,16 +152,38 @@ pub(crate) async fn federation_suite(cluster: &TestCluster) -> Result<()> {
 
     let cftds: Api<DynamicObject> = Api::all_with(mesh.client.clone(), &cftd_api());
     let apply = PatchParams::apply("podtls-e2e").force();
-    for (name, peer, workload) in [("b-for-a", TD_B, TD_A), ("a-for-b", TD_A, TD_B)] {
-        cftds
-            .patch(
-                name,
-                &apply,
-                &Patch::Apply(federation(name, peer, &[workload])),
-            )
-            .await
-            .with_context(|| format!("applying ClusterFederatedTrustDomain {name}"))?;
-    }
+    // b.example's workloads get cluster.local's bundle the way another cluster would:
+    // from cluster.local's bundle endpoint (https_spiffe), with the primary bundle as the
+    // initial bundle. cluster.local's workloads get b.example's from its CA pool.
+    let primary_pem = eventually("the primary bundle", Duration::from_secs(30), || async {
+        let ctbs = requests.trust_bundles().await?;
+        Ok(ctbs
+            .iter()
+            .find(|c| c.metadata.name.as_deref() == Some("row-major.net:spiffe:primary-bundle"))
+            .and_then(|c| c.data["spec"]["trustBundle"].as_str().map(str::to_string)))
+    })
+    .await?;
+    let endpoint_id = format!("spiffe://{TD_A}/podtls-signer/bundle-endpoint");
+    let via_endpoint = |id: &str| {
+        let mut doc = federation("a-for-b", TD_A, &[TD_B]);
+        doc["spec"]["bundleEndpointURL"] = json!(format!("https://127.0.0.1:{endpoint_port}/"));
+        doc["spec"]["bundleEndpointProfile"] =
+            json!({"type": "https_spiffe", "endpointSPIFFEID": id});
+        doc["spec"]["trustDomainBundle"] = json!(primary_pem);
+        doc
+    };
+    cftds
+        .patch(
+            "b-for-a",
+            &apply,
+            &Patch::Apply(federation("b-for-a", TD_B, &[TD_A])),
+        )
+        .await
+        .context("applying ClusterFederatedTrustDomain b-for-a")?;
+    cftds
+        .patch("a-for-b", &apply, &Patch::Apply(via_endpoint(&endpoint_id)))
+        .await
+        .context("applying ClusterFederatedTrustDomain a-for-b")?;
     let a_to_b = federation_bundle_name(SPIFFE, TD_A, TD_B);
     let b_to_a = federation_bundle_name(SPIFFE, TD_B, TD_A);
     let b_own = own_bundle_name(SPIFFE, TD_B);
@@ -204,6 +231,67 @@ pub(crate) async fn federation_suite(cluster: &TestCluster) -> Result<()> {
             && s["federatedWith"] == json!([TD_A])
             && s.get("lastError").is_none())
         .then_some(()))
+    })
+    .await?;
+    let sequence = eventually(
+        "a-for-b fetched from the bundle endpoint",
+        Duration::from_secs(30),
+        || async {
+            let cr = cftds.get("a-for-b").await?;
+            let s = &cr.data["status"];
+            Ok(
+                (s["anchors"] == 1 && s["source"] == "endpoint" && s.get("lastError").is_none())
+                    .then(|| s["sequenceNumber"].as_u64())
+                    .flatten(),
+            )
+        },
+    )
+    .await?;
+    // The static document for upload next to the OIDC discovery document agrees.
+    let doc: Value =
+        serde_json::from_str(&mesh.signer_tool(&["bundle-document", "--trust-domain", TD_A])?)?;
+    ensure!(doc["spiffe_sequence"] == sequence, "bundle-document: {doc}");
+    ensure!(
+        doc["keys"].as_array().map(Vec::len) == Some(1),
+        "bundle-document: {doc}"
+    );
+    ensure!(doc["keys"][0]["use"] == "x509-svid");
+
+    // An endpoint that presents a valid SVID of cluster.local with another ID than
+    // configured: the refresh fails, the status says so, the last good bundle stays.
+    cftds
+        .patch(
+            "a-for-b",
+            &apply,
+            &Patch::Apply(via_endpoint(&format!("spiffe://{TD_A}/someone-else"))),
+        )
+        .await?;
+    let error = eventually(
+        "the wrong endpoint ID reported",
+        Duration::from_secs(30),
+        || async {
+            let cr = cftds.get("a-for-b").await?;
+            Ok(cr.data["status"]["lastError"].as_str().map(str::to_string))
+        },
+    )
+    .await?;
+    ensure!(error.contains("tls"), "lastError: {error}");
+    let ctbs = requests.trust_bundles().await?;
+    let kept = ctbs
+        .iter()
+        .find(|c| c.metadata.name.as_deref() == Some(b_to_a.as_str()))
+        .context("the b.example -> cluster.local bundle was deleted on a fetch error")?;
+    ensure!(
+        kept.data["spec"]["trustBundle"].as_str() == Some(primary_pem.as_str()),
+        "the last good bundle changed"
+    );
+    eprintln!("a wrong endpointSPIFFEID: lastError {error:?}; the last good bundle kept (sequence {sequence})");
+    cftds
+        .patch("a-for-b", &apply, &Patch::Apply(via_endpoint(&endpoint_id)))
+        .await?;
+    eventually("a-for-b healthy again", Duration::from_secs(60), || async {
+        let cr = cftds.get("a-for-b").await?;
+        Ok(cr.data["status"].get("lastError").is_none().then_some(()))
     })
     .await?;
 

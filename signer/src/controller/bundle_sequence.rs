@@ -52,18 +52,25 @@ pub fn bundle_digest(roots: &[Vec<u8>]) -> String {
 }
 
 /// The sequence for `digest` given the bundle's annotations, and whether it must be
-/// written.
-pub fn next_sequence(annotations: &BTreeMap<String, String>, digest: &str) -> (u64, bool) {
-    let current = annotations
-        .get(SEQUENCE_ANNOTATION)
-        .and_then(|s| s.parse::<u64>().ok());
-    match current {
+/// written. A sequence annotation that is not a number is an error: starting again at 1
+/// would look like a rollback to every peer (and be refused); an operator must fix it.
+pub fn next_sequence(
+    annotations: &BTreeMap<String, String>,
+    digest: &str,
+) -> Result<(u64, bool), String> {
+    let current = match annotations.get(SEQUENCE_ANNOTATION) {
+        None => None,
+        Some(s) => Some(s.parse::<u64>().map_err(|_| {
+            format!("annotation {SEQUENCE_ANNOTATION} is {s:?}, not a number; set it to the last sequence peers saw")
+        })?),
+    };
+    Ok(match current {
         Some(seq) if annotations.get(DIGEST_ANNOTATION).map(String::as_str) == Some(digest) => {
             (seq, false)
         }
         Some(seq) => (seq.saturating_add(1), true),
         None => (1, true),
-    }
+    })
 }
 
 /// The own bundle of `trust_domain` of the signer `signer_name`, if it exists.
@@ -100,7 +107,8 @@ pub async fn sync_sequence(
     };
     let annotations = bundle.metadata.annotations.clone().unwrap_or_default();
     let digest = bundle_digest(roots);
-    let (seq, write) = next_sequence(&annotations, &digest);
+    let (seq, write) = next_sequence(&annotations, &digest)
+        .map_err(|reason| kube::Error::Service(reason.into()))?;
     if write {
         let name = bundle.metadata.name.clone().unwrap_or_default();
         let body = serde_json::json!({
@@ -134,20 +142,20 @@ mod tests {
         let d2 = bundle_digest(&[vec![1], vec![2], vec![3]]);
         let d3 = bundle_digest(&[vec![2], vec![3]]);
         let mut ann = BTreeMap::new();
-        let (s, w) = next_sequence(&ann, &d1);
+        let (s, w) = next_sequence(&ann, &d1).unwrap();
         assert_eq!((s, w), (1, true));
         ann.insert(SEQUENCE_ANNOTATION.to_string(), s.to_string());
         ann.insert(DIGEST_ANNOTATION.to_string(), d1.clone());
-        assert_eq!(next_sequence(&ann, &d1), (1, false));
+        assert_eq!(next_sequence(&ann, &d1), Ok((1, false)));
         // A CA added, then one retired: two increases.
-        let (s, w) = next_sequence(&ann, &d2);
+        let (s, w) = next_sequence(&ann, &d2).unwrap();
         assert_eq!((s, w), (2, true));
         ann.insert(SEQUENCE_ANNOTATION.to_string(), "2".into());
         ann.insert(DIGEST_ANNOTATION.to_string(), d2);
-        assert_eq!(next_sequence(&ann, &d3), (3, true));
-        // A garbled annotation restarts at 1 rather than failing (it only increases
-        // from what peers saw if the annotation is intact; an operator edit is theirs).
+        assert_eq!(next_sequence(&ann, &d3), Ok((3, true)));
+        // A garbled annotation never restarts the sequence (peers would see a rollback).
         ann.insert(SEQUENCE_ANNOTATION.to_string(), "x".into());
-        assert_eq!(next_sequence(&ann, &d3).0, 1);
+        let err = next_sequence(&ann, &d3).unwrap_err();
+        assert!(err.contains("not a number"), "{err}");
     }
 }

@@ -23,6 +23,7 @@ mod federation_metrics;
 mod injection_server;
 mod injection_webhook;
 mod issuer_discovery;
+mod federation_sources;
 mod metrics;
 mod pool_watch;
 mod reconcile;
@@ -60,7 +61,7 @@ pub use ca_status::{ExpiryLog, DEFAULT_CA_EXPIRY_WARNING, EXPIRY_RELOG_PERIOD};
 pub use cluster_view::{pod_info, read_live, strip_pod, ClusterView, MIRROR_POD_ANNOTATION};
 pub use discovery::{discover, pick as pick_served_apis, ServedApis};
 pub use error::Error;
-pub use federation::{parse_bundle_content, FederationSettings};
+pub use federation::FederationSettings;
 pub use federation_bundles::{
     federation_bundle_name, own_bundle_name, pair_labels, CANARYING_LABEL, MANAGED_LABEL,
     PEER_TRUST_DOMAIN_LABEL, WORKLOAD_TRUST_DOMAIN_LABEL,
@@ -77,6 +78,7 @@ pub use injection_server::{
 };
 pub use injection_webhook::{InjectionWebhook, Outcome as InjectionOutcome, TrustDomainOf};
 pub use issuer_discovery::{issuer_of, IssuerSource, OPENID_CONFIGURATION_PATH};
+pub use federation_sources::parse_bundle_content;
 pub use metrics::Metrics;
 pub use pool_watch::{spawn as watch_pool, PoolState, DEFAULT_RELOAD_PERIOD};
 pub use reconcile::{
