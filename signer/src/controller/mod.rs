@@ -20,10 +20,10 @@ mod federation;
 mod federation_bundles;
 mod federation_crd;
 mod federation_metrics;
+mod federation_sources;
 mod injection_server;
 mod injection_webhook;
 mod issuer_discovery;
-mod federation_sources;
 mod metrics;
 mod pool_watch;
 mod reconcile;
@@ -72,13 +72,13 @@ pub use federation_crd::{
     ClusterFederatedTrustDomainStatus, EndpointProfileType, FEDERATION_GROUP,
 };
 pub use federation_metrics::FederationMetrics;
+pub use federation_sources::parse_bundle_content;
 pub use injection_server::{
     ca_bundle_patch, run as run_injection_webhook, InjectionServerConfig, InjectionSetup,
     MAX_REVIEW_BYTES, REVIEW_PATH, SERVING_BUNDLE_FILE,
 };
 pub use injection_webhook::{InjectionWebhook, Outcome as InjectionOutcome, TrustDomainOf};
 pub use issuer_discovery::{issuer_of, IssuerSource, OPENID_CONFIGURATION_PATH};
-pub use federation_sources::parse_bundle_content;
 pub use metrics::Metrics;
 pub use pool_watch::{spawn as watch_pool, PoolState, DEFAULT_RELOAD_PERIOD};
 pub use reconcile::{
