@@ -254,6 +254,44 @@ pub(crate) async fn opted_in_pods_are_injected_by_the_webhook(
         "refusal does not say why: {message}"
     );
 
+    // Through kubelet's code: an injected pod bound to a node gets the credential
+    // folder with its SPIFFE certificate and its own trust domain's bundle.
+    let mut bound = pod(false)?;
+    bound.metadata.generate_name = None;
+    bound.metadata.name = Some("bound".into());
+    if let Some(s) = bound.spec.as_mut() {
+        s.node_name = Some(mesh.cluster.nodes()[0].clone());
+    }
+    let started = Instant::now();
+    injected_api.create(&PostParams::default(), &bound).await?;
+    let state = mesh
+        .cluster
+        .wait_pod("injected", "bound", Duration::from_secs(90))
+        .await?;
+    let folder = podtls_e2e::volume(&state, "podtls-spiffe-credentials")?;
+    let credential = std::fs::read_to_string(folder.join("credential-bundle.private-key.x509.pem"))
+        .context("the credential bundle in the injected folder")?;
+    ensure!(
+        credential.starts_with("-----BEGIN PRIVATE KEY-----"),
+        "the credential bundle starts with its PKCS#8 key"
+    );
+    let leaf = parse_leaf(&credential)?;
+    ensure!(
+        leaf.uris == [format!("spiffe://{TRUST_DOMAIN}/ns/injected/sa/default")],
+        "the injected pod's SVID: {:?}",
+        leaf.uris
+    );
+    let bundle = std::fs::read_to_string(folder.join(&own))
+        .context("the own trust domain's bundle in the injected folder")?;
+    ensure!(
+        bundle.contains("-----BEGIN CERTIFICATE-----"),
+        "the own trust domain's bundle is empty"
+    );
+    eprintln!(
+        "injection: an injected pod had its credential folder from kubelet {:?} after creation",
+        started.elapsed()
+    );
+
     // Leave nothing behind for the steps that follow.
     configs
         .delete(CONFIGURATION, &DeleteParams::default())
