@@ -152,7 +152,9 @@ pub mod axum;
 #[cfg(feature = "tonic")]
 pub mod tonic;
 
-#[cfg(feature = "test-util")]
+// Unit tests use the helpers too, with or without the feature (the published crate
+// strips the self dev-dependency that turns it on here).
+#[cfg(any(test, feature = "test-util"))]
 pub mod test_util;
 
 pub use crate::authorizer::{Authorizer, PeerClaims, Unauthorized};
