@@ -16,9 +16,17 @@ cargo package -p podtls --allow-dirty
 crate="$CARGO_TARGET_DIR/package/podtls-$version.crate"
 
 # 2. Unpack it somewhere outside the workspace and test it as a user would.
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+# Always the same directory: cargo keys its fingerprints on the package's paths, so a
+# fresh directory per run would let it reuse test binaries built for a directory that
+# no longer exists (compile-time env! paths inside them would point nowhere).
+work="$CARGO_TARGET_DIR/packaged-src"
+rm -rf "$work"
+mkdir -p "$work"
 tar -xzf "$crate" -C "$work"
+# `cargo package` stores fixed, old mtimes; cargo decides freshness by mtime, so without
+# this a changed source file would look older than last run's build and its stale test
+# binaries would run instead. Touched, the crate itself is rebuilt; its deps stay cached.
+find "$work" -type f -exec touch {} +
 pkg="$work/podtls-$version"
 for f in README.md Cargo.toml Cargo.lock; do
   [ -f "$pkg/$f" ] || { echo "the packaged crate lacks $f" >&2; exit 1; }

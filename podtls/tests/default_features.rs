@@ -9,8 +9,15 @@ use std::process::Command;
 
 /// The names of podtls' normal (non-dev) dependencies, transitively.
 fn dependencies(features: &[&str]) -> BTreeSet<String> {
-    let mut cmd = Command::new(env!("CARGO"));
-    cmd.current_dir(env!("CARGO_MANIFEST_DIR")).args([
+    // Read at run time, not baked in at compile time: a test binary that cargo
+    // reuses from an earlier build of the same sources in another directory
+    // (the packaged crate is unpacked afresh each run) must not point at a
+    // directory that is gone.
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
+    let manifest_dir =
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(manifest_dir).args([
         "tree",
         "-p",
         "podtls",
