@@ -188,8 +188,7 @@ pub async fn reconcile_csr(
                     "Approved",
                     APPROVED_REASON,
                     &format!(
-                        "the requester is pod {} and entitled to {}",
-                        issued.identities.first().map_or("", String::as_str),
+                        "the requester's pod is entitled to {}",
                         issued.identities.join(", ")
                     ),
                     now,

@@ -109,6 +109,10 @@ pub use trust_bundle_gc::{
 };
 pub use trust_bundles::{bundle_body, bundle_labels, bundle_name, FIELD_MANAGER};
 
+/// How often the injection webhook asks the API server again whether it serves
+/// PodCertificateRequests (with CSR signing on).
+pub const INJECTION_PATH_REFRESH: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Re-exported: [`kube`] and [`k8s_openapi`] types appear in this module's API.
 pub use k8s_openapi;
 pub use kube;

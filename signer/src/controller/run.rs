@@ -116,7 +116,39 @@ pub async fn run(client: Client, mut config: ControllerConfig) -> Result<(), Err
             .find(|(s, _)| matches!(s.config.kind, SignerKind::ServiceDns))
             .map(|(_, pool)| pool.clone())
             .ok_or(Error::InjectionWithoutServiceDns)?;
-        let webhook = Arc::new(injection.webhook());
+        let mut webhook = injection.webhook();
+        if config.csr_signing {
+            // Which path a pod gets: asked once now, then every minute (the PCR API may
+            // be turned on or off with the control plane's runtime-config).
+            let served = Arc::new(AtomicBool::new(discover(&client).await.is_ok()));
+            tracing::info!(
+                pod_certificate_requests = served.load(Ordering::Relaxed),
+                "injection path chosen by API discovery"
+            );
+            let (client, flag) = (client.clone(), served.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(super::INJECTION_PATH_REFRESH);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    match discover(&client).await {
+                        Ok(_) => flag.store(true, Ordering::Relaxed),
+                        Err(Error::NotServed) => flag.store(false, Ordering::Relaxed),
+                        // Keep the last answer on a transient error.
+                        Err(error) => {
+                            tracing::warn!(%error, "API discovery for the injection path failed; keeping the last answer")
+                        }
+                    }
+                }
+            });
+            webhook = webhook.with_csr_path(
+                crate::injection::AgentSettings {
+                    image: injection.agent_image.clone(),
+                },
+                served,
+            );
+        }
+        let webhook = Arc::new(webhook);
         let (client, server) = (client.clone(), injection.server.clone());
         tokio::spawn(async move {
             // Serves until the process exits: pods created while the controller drains
