@@ -195,6 +195,7 @@ pub async fn run(
                 let renew_at = renewal_time(
                     cur.not_before,
                     cur.not_after,
+                    SystemTime::now(),
                     random_unit(),
                     cfg.renew_after,
                 );

@@ -14,7 +14,7 @@
 //!
 //! `probe` exits 0 iff the folder holds a complete, currently valid credential
 //! bundle (the native sidecar's startupProbe). `--renew-after` is for tests
-//! only: it renews that long after notBefore instead of at 50-75% of the
+//! only: it renews that long after receipt instead of at 50-75% of the
 //! validity (the API's minimum validity is 600 s, too long for a test to wait
 //! through).
 
@@ -102,7 +102,8 @@ struct RunArgs {
     /// How long to wait for one CSR's certificate before filing a new one.
     #[arg(long, require_equals = true, default_value = "5m", value_parser = humantime::parse_duration)]
     wait_timeout: Duration,
-    /// TESTS ONLY: renew this long after notBefore (capped at the jittered 50-75% point).
+    /// TESTS ONLY: renew this long after the certificate was received (capped at the
+    /// jittered 50-75% point), to see rotations within a test.
     #[arg(long, require_equals = true, value_parser = humantime::parse_duration, hide_short_help = true)]
     renew_after: Option<Duration>,
 }

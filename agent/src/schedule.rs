@@ -19,12 +19,14 @@ pub const RENEW_UNTIL_FRACTION: f64 = 0.75;
 /// `jitter` is a uniform random number in `[0, 1)` (values outside are
 /// clamped); the result lies between [`RENEW_FROM_FRACTION`] and
 /// [`RENEW_UNTIL_FRACTION`] of the validity. `renew_after` (a test-only
-/// override, see `--renew-after`) replaces the fraction by a fixed delay after
-/// `not_before`, never later than the jittered point. A validity that is empty
+/// override, see `--renew-after`) replaces it by a fixed delay after
+/// `received` (when the agent got the certificate: signers backdate
+/// notBefore), never later than the jittered point. A validity that is empty
 /// or reversed renews at `not_before`.
 pub fn renewal_time(
     not_before: SystemTime,
     not_after: SystemTime,
+    received: SystemTime,
     jitter: f64,
     renew_after: Option<Duration>,
 ) -> SystemTime {
@@ -37,12 +39,11 @@ pub fn renewal_time(
         0.0
     };
     let fraction = RENEW_FROM_FRACTION + (RENEW_UNTIL_FRACTION - RENEW_FROM_FRACTION) * jitter;
-    let jittered = validity.mul_f64(fraction);
-    let delay = match renew_after {
-        Some(d) => d.min(jittered),
+    let jittered = not_before + validity.mul_f64(fraction);
+    match renew_after {
+        Some(d) => (received + d).min(jittered),
         None => jittered,
-    };
-    not_before + delay
+    }
 }
 
 /// Capped exponential backoff for failed issuance attempts.
@@ -104,12 +105,12 @@ mod tests {
     #[test]
     fn renews_between_half_and_three_quarters_of_the_validity() {
         let (nb, na) = (t(1000), t(1000 + 86_400));
-        assert_eq!(renewal_time(nb, na, 0.0, None), t(1000 + 43_200));
-        assert_eq!(renewal_time(nb, na, 1.0, None), t(1000 + 64_800));
-        let mid = renewal_time(nb, na, 0.5, None);
+        assert_eq!(renewal_time(nb, na, t(0), 0.0, None), t(1000 + 43_200));
+        assert_eq!(renewal_time(nb, na, t(0), 1.0, None), t(1000 + 64_800));
+        let mid = renewal_time(nb, na, t(0), 0.5, None);
         assert_eq!(mid, t(1000 + 54_000));
         for j in [0.0, 0.1, 0.33, 0.999_999] {
-            let at = renewal_time(nb, na, j, None);
+            let at = renewal_time(nb, na, t(0), j, None);
             assert!(at >= t(1000 + 43_200) && at <= t(1000 + 64_800), "{j}");
         }
     }
@@ -117,27 +118,32 @@ mod tests {
     #[test]
     fn out_of_range_or_nan_jitter_never_moves_renewal_past_three_quarters() {
         let (nb, na) = (t(0), t(1000));
-        assert_eq!(renewal_time(nb, na, 7.0, None), t(750));
-        assert_eq!(renewal_time(nb, na, -3.0, None), t(500));
-        assert_eq!(renewal_time(nb, na, f64::NAN, None), t(500));
-        assert_eq!(renewal_time(nb, na, f64::INFINITY, None), t(500));
+        assert_eq!(renewal_time(nb, na, t(0), 7.0, None), t(750));
+        assert_eq!(renewal_time(nb, na, t(0), -3.0, None), t(500));
+        assert_eq!(renewal_time(nb, na, t(0), f64::NAN, None), t(500));
+        assert_eq!(renewal_time(nb, na, t(0), f64::INFINITY, None), t(500));
     }
 
     #[test]
     fn reversed_validity_renews_at_not_before() {
-        assert_eq!(renewal_time(t(500), t(100), 0.5, None), t(500));
+        assert_eq!(renewal_time(t(500), t(100), t(0), 0.5, None), t(500));
     }
 
     #[test]
-    fn renew_after_override_is_capped_by_the_jittered_point() {
+    fn renew_after_override_counts_from_receipt_and_is_capped_by_the_jittered_point() {
         let (nb, na) = (t(0), t(600));
+        // notBefore backdated: the override counts from receipt, not from notBefore.
         assert_eq!(
-            renewal_time(nb, na, 0.5, Some(Duration::from_secs(5))),
+            renewal_time(nb, na, t(100), 0.5, Some(Duration::from_secs(5))),
+            t(105)
+        );
+        assert_eq!(
+            renewal_time(nb, na, t(0), 0.5, Some(Duration::from_secs(5))),
             t(5)
         );
         // An override later than the jittered point cannot push renewal toward expiry.
         assert_eq!(
-            renewal_time(nb, na, 0.0, Some(Duration::from_secs(10_000))),
+            renewal_time(nb, na, t(0), 0.0, Some(Duration::from_secs(10_000))),
             t(300)
         );
     }
