@@ -50,6 +50,31 @@ pub enum DenialReason {
     NoPodCertificateSource,
     /// The request's namespace or service account cannot form a valid SPIFFE ID.
     InvalidSpiffeId,
+    /// CertificateSigningRequest path: `spec.username` is not a ServiceAccount
+    /// (`system:serviceaccount:<namespace>:<name>`).
+    RequesterNotServiceAccount,
+    /// CertificateSigningRequest path: the requester's token is not bound to a pod
+    /// (`spec.extra` lacks exactly one pod name and one pod UID, or holds several node
+    /// names or UIDs).
+    RequesterNotPodBound,
+    /// CertificateSigningRequest path: `spec.expirationSeconds` is below
+    /// kube-apiserver's minimum of 600.
+    InvalidExpirationSeconds,
+    /// CertificateSigningRequest path: `spec.request` is not one PEM PKCS#10 request
+    /// whose self-signature verifies.
+    InvalidCertificateRequest,
+    /// CertificateSigningRequest path: `spec.usages` asks for a usage the signer's
+    /// certificates do not carry.
+    UsagesNotAllowed,
+    /// CertificateSigningRequest path: the pod the requester's token is bound to does
+    /// not exist (read live).
+    PodNotFound,
+    /// CertificateSigningRequest path: the pod the requester's token is bound to is not
+    /// bound to a node (read live).
+    PodNotBound,
+    /// CertificateSigningRequest path: the request asks for names (subject or SANs)
+    /// other than exactly those the pod is entitled to.
+    NamesNotEntitled,
 }
 
 impl DenialReason {
@@ -71,6 +96,14 @@ impl DenialReason {
             DenialReason::NodeUidMismatch => "NodeUIDMismatch",
             DenialReason::NoPodCertificateSource => "NoPodCertificateSource",
             DenialReason::InvalidSpiffeId => "InvalidSpiffeID",
+            DenialReason::RequesterNotServiceAccount => "RequesterNotServiceAccount",
+            DenialReason::RequesterNotPodBound => "RequesterNotPodBound",
+            DenialReason::InvalidExpirationSeconds => "InvalidExpirationSeconds",
+            DenialReason::InvalidCertificateRequest => "InvalidCertificateRequest",
+            DenialReason::UsagesNotAllowed => "UsagesNotAllowed",
+            DenialReason::PodNotFound => "PodNotFound",
+            DenialReason::PodNotBound => "PodNotBound",
+            DenialReason::NamesNotEntitled => "NamesNotEntitled",
         }
     }
 
@@ -89,6 +122,8 @@ impl DenialReason {
                 | DenialReason::NodeMismatch
                 | DenialReason::NodeUidMismatch
                 | DenialReason::NoPodCertificateSource
+                | DenialReason::PodNotFound
+                | DenialReason::PodNotBound
         )
     }
 }

@@ -65,6 +65,7 @@ mod bundle_document;
 mod ca_lifecycle;
 mod ca_pool;
 pub mod controller;
+pub mod csr_policy;
 mod denial;
 mod dns_names;
 mod endpoint_svid;

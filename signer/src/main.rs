@@ -174,6 +174,16 @@ struct Controller {
     /// (Work sharding) The application name that disambiguates Leases.
     #[arg(long, env = "SIGNER_SHARDING_APPLICATION_NAME", default_value = "")]
     sharding_application_name: String,
+    /// Also sign certificates.k8s.io/v1 CertificateSigningRequests for the enabled
+    /// signers' names, filed by the in-pod agent with its pod's own ServiceAccount
+    /// token (clusters without Pod Certificates), and publish the trust bundle
+    /// ConfigMap podtls-trust-bundles in every namespace labelled
+    /// podtls.row-major.net/inject=enabled. Needs RBAC for CSRs, their approval and
+    /// status, approve/sign on the signer names, and ConfigMaps (see
+    /// example-manifests/controller/controller.yaml). With it the controller also runs
+    /// on a cluster that serves no PodCertificateRequests.
+    #[arg(long, env = "SIGNER_ENABLE_CSR_SIGNING", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, default_value_t = false)]
+    enable_csr_signing: bool,
     /// Run the service-dns signer.
     #[arg(long, env = "SIGNER_ENABLE_SERVICE_DNS_SIGNER", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, default_value_t = false)]
     enable_service_dns_signer: bool,
@@ -605,6 +615,7 @@ fn controller(args: &Controller) -> anyhow::Result<()> {
         federation: federation_settings(args)?,
         bundle_endpoint: bundle_endpoint_config(args)?,
         issuer: args.issuer_url.clone(),
+        csr_signing: args.enable_csr_signing,
     };
     runtime()?.block_on(async {
         let client = client(args.kubeconfig.as_deref(), args.in_cluster).await?;

@@ -46,6 +46,14 @@ pub struct InjectionArgs {
     /// Lifetime of the webhook's serving certificate (renewed at two thirds).
     #[arg(long, env = "SIGNER_INJECTION_WEBHOOK_CERTIFICATE_LIFETIME", default_value = "24h", value_parser = humantime::parse_duration)]
     pub injection_webhook_certificate_lifetime: Duration,
+    /// Image of the in-pod agent injected on clusters without Pod Certificates (with
+    /// --enable-csr-signing); it must hold the podtls-agent binary.
+    #[arg(
+        long,
+        env = "SIGNER_INJECTION_AGENT_IMAGE",
+        default_value = "localhost/podtls:dev"
+    )]
+    pub injection_agent_image: String,
 }
 
 impl InjectionArgs {
@@ -102,6 +110,7 @@ impl InjectionArgs {
             own_namespace: namespace.to_string(),
             signers,
             trust_domains,
+            agent_image: self.injection_agent_image.clone(),
         }))
     }
 }

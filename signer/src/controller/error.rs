@@ -66,6 +66,27 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// Writing a CertificateSigningRequest's approval or status failed (other than a
+    /// conflict or a deleted CSR).
+    #[error("writing CertificateSigningRequest {csr}: {source}")]
+    WriteCsr {
+        /// `metadata.name` of the CSR.
+        csr: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// Publishing the trust bundle ConfigMap of a namespace failed.
+    #[error("publishing ConfigMap {namespace}/{name}: {source}")]
+    PublishBundles {
+        /// The namespace.
+        namespace: String,
+        /// The ConfigMap.
+        name: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
     /// The status write conflicted again after a re-read.
     #[error("PodCertificateRequest {request}: status write conflicted twice; retrying later")]
     ConflictPersists {
@@ -159,6 +180,8 @@ impl Error {
             Error::PoolUnavailable { .. } | Error::WatchPool { .. } => "ca_pool",
             Error::Issue { .. } => "issue",
             Error::WriteStatus { .. } => "write_status",
+            Error::WriteCsr { .. } => "write_csr",
+            Error::PublishBundles { .. } => "publish_bundles",
             Error::Reread { .. } => "reread_after_conflict",
             Error::ReadLive { .. } => "read_live",
             Error::ConflictPersists { .. } => "conflict",

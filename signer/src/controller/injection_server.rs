@@ -69,6 +69,9 @@ pub struct InjectionSetup {
     pub signers: Vec<String>,
     /// Each namespace's trust domain (the spiffe signer's mapping).
     pub trust_domains: crate::TrustDomainMap,
+    /// The agent image of the CertificateSigningRequest path (`--injection-agent-image`),
+    /// used when CSR signing is on and the API server serves no PodCertificateRequests.
+    pub agent_image: String,
 }
 
 impl InjectionSetup {

@@ -13,7 +13,10 @@ use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview
 use kube::core::DynamicObject;
 use spiffe::TrustDomain;
 
-use crate::injection::{decide, patch_for, Decision};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crate::injection::{agent_patch_for, decide, patch_for, AgentSettings, Decision};
 
 /// The trust domain of a namespace, if it has one.
 pub type TrustDomainOf = dyn Fn(&str) -> Option<TrustDomain> + Send + Sync;
@@ -23,6 +26,14 @@ pub struct InjectionWebhook {
     own_namespace: String,
     signers: Vec<String>,
     trust_domain_of: Box<TrustDomainOf>,
+    csr_path: Option<CsrPath>,
+}
+
+/// The CertificateSigningRequest path: the agent, and whether the API server serves
+/// PodCertificateRequests right now (kept current by a periodic discovery).
+struct CsrPath {
+    agent: AgentSettings,
+    pcr_served: Arc<AtomicBool>,
 }
 
 /// What one review decided, for logs and metrics.
@@ -64,7 +75,15 @@ impl InjectionWebhook {
             own_namespace: own_namespace.into(),
             signers,
             trust_domain_of,
+            csr_path: None,
         }
+    }
+
+    /// Also serves clusters without Pod Certificates: while `pcr_served` is false, pods
+    /// get the agent ([`agent_patch_for`]) instead of a `podCertificate` volume.
+    pub fn with_csr_path(mut self, agent: AgentSettings, pcr_served: Arc<AtomicBool>) -> Self {
+        self.csr_path = Some(CsrPath { agent, pcr_served });
+        self
     }
 
     /// Answers one `AdmissionReview` body with the response body.
@@ -120,7 +139,12 @@ impl InjectionWebhook {
         let decided =
             decide(namespace, &self.own_namespace, pod, &signers, &own_td).and_then(|d| match d {
                 Decision::Skip(_) => Ok(None),
-                Decision::Inject(settings) => patch_for(pod, &settings, &own_td).map(Some),
+                Decision::Inject(settings) => match &self.csr_path {
+                    Some(csr) if !csr.pcr_served.load(Ordering::Relaxed) => {
+                        agent_patch_for(pod, &settings, &own_td, &csr.agent).map(Some)
+                    }
+                    _ => patch_for(pod, &settings, &own_td).map(Some),
+                },
             });
         match decided {
             Ok(None) => (allow, Outcome::Unchanged),
@@ -283,5 +307,35 @@ mod tests {
             );
             assert_eq!(review["response"]["allowed"], false);
         }
+    }
+
+    #[test]
+    fn the_path_follows_what_the_api_server_serves() {
+        let served = Arc::new(AtomicBool::new(false));
+        let webhook = webhook().with_csr_path(
+            AgentSettings {
+                image: "registry.example/podtls:1".into(),
+            },
+            served.clone(),
+        );
+        let patch_of = |webhook: &InjectionWebhook| {
+            let (body, outcome) = webhook.review(&review_of("CREATE", "shop", plain_pod()));
+            assert_eq!(outcome, Outcome::Injected);
+            let review: Value = serde_json::from_slice(&body).unwrap();
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(review["response"]["patch"].as_str().unwrap())
+                .unwrap();
+            String::from_utf8(bytes).unwrap()
+        };
+        // No PodCertificateRequest API: the agent, no podCertificate source.
+        let without = patch_of(&webhook);
+        assert!(without.contains("podtls-agent"), "{without}");
+        assert!(without.contains("registry.example/podtls:1"), "{without}");
+        assert!(!without.contains("podCertificate"), "{without}");
+        // The API appears (control plane upgraded): the next pod gets today's volume.
+        served.store(true, Ordering::Relaxed);
+        let with = patch_of(&webhook);
+        assert!(with.contains("podCertificate"), "{with}");
+        assert!(!with.contains("podtls-agent"), "{with}");
     }
 }

@@ -36,6 +36,9 @@ pub struct Metrics {
     trust_bundle_applies: Family<Labels, Counter>,
     requester_policy_enforced: Gauge,
     trust_bundle_deletes: Family<Labels, Counter>,
+    csr_decisions: Family<Labels, Counter>,
+    csr_issuance_latency: Family<Labels, Histogram>,
+    bundle_configmaps: Family<Labels, Counter>,
     ca_not_after: Family<Labels, Gauge>,
     /// The `ca_not_after` label sets last set per signer (removed when a CA leaves).
     ca_labels: Mutex<HashMap<String, Vec<Labels>>>,
@@ -76,6 +79,26 @@ impl Metrics {
             requester_policy_enforced.clone(),
         );
         let trust_bundle_deletes = Family::<Labels, Counter>::default();
+        let csr_decisions = Family::<Labels, Counter>::default();
+        registry.register(
+            "csr_decisions",
+            "CertificateSigningRequests decided, by signer, outcome (issued, denied, failed, pending) and reason",
+            csr_decisions.clone(),
+        );
+        let csr_issuance_latency = Family::<Labels, Histogram>::new_with_constructor(
+            (|| Histogram::new(exponential_buckets(0.05, 2.0, 14))) as fn() -> Histogram,
+        );
+        registry.register(
+            "csr_issuance_seconds",
+            "Time from CertificateSigningRequest creation to the accepted certificate write, by signer",
+            csr_issuance_latency.clone(),
+        );
+        let bundle_configmaps = Family::<Labels, Counter>::default();
+        registry.register(
+            "trust_bundle_configmaps",
+            "Trust bundle ConfigMap writes, by outcome (applied, unchanged, error, conflict: a same-named ConfigMap not managed by the signer, left alone)",
+            bundle_configmaps.clone(),
+        );
         let ca_not_after = Family::<Labels, Gauge>::default();
         registry.register(
             "issued",
@@ -158,6 +181,9 @@ impl Metrics {
             trust_bundle_applies,
             requester_policy_enforced,
             trust_bundle_deletes,
+            csr_decisions,
+            csr_issuance_latency,
+            bundle_configmaps,
             ca_not_after,
             ca_labels: Mutex::new(HashMap::new()),
             federation,
@@ -178,6 +204,34 @@ impl Metrics {
                 .get_or_create(&l)
                 .observe(d.as_secs_f64());
         }
+    }
+
+    /// Counts a CertificateSigningRequest decision (`outcome`: issued, denied, failed,
+    /// pending).
+    pub fn csr_decision(&self, signer: &str, outcome: &str, reason: &str) {
+        self.csr_decisions
+            .get_or_create(&labels(&[
+                ("signer", signer),
+                ("outcome", outcome),
+                ("reason", reason),
+            ]))
+            .inc();
+    }
+
+    /// Records how long after its creation a CSR's certificate was written.
+    pub fn csr_issued(&self, signer: &str, since_creation: Option<Duration>) {
+        if let Some(d) = since_creation {
+            self.csr_issuance_latency
+                .get_or_create(&labels(&[("signer", signer)]))
+                .observe(d.as_secs_f64());
+        }
+    }
+
+    /// Counts a trust bundle ConfigMap write by outcome.
+    pub fn bundle_configmap(&self, outcome: &str) {
+        self.bundle_configmaps
+            .get_or_create(&labels(&[("outcome", outcome)]))
+            .inc();
     }
 
     /// Records how long one decision took.

@@ -9,11 +9,13 @@
 
 mod admin;
 mod api_types;
+mod bundle_configmaps;
 mod bundle_endpoint;
 mod bundle_fetch;
 mod bundle_sequence;
 mod ca_status;
 mod cluster_view;
+mod csr_signing;
 mod discovery;
 mod error;
 mod federation;
@@ -45,6 +47,11 @@ pub use api_types::{
     terminal_condition, PodCertificateRequest, PodCertificateRequestSpec,
     PodCertificateRequestStatus, CONDITION_DENIED, CONDITION_FAILED, CONDITION_ISSUED,
 };
+pub use bundle_configmaps::{
+    configmap_data as trust_bundle_configmap_data, write_for as trust_bundle_configmap_write,
+    KnownBundles, Write as ConfigMapWrite, CONFIGMAP_NAME as TRUST_BUNDLE_CONFIGMAP, MANAGED_BY,
+    MANAGED_BY_LABEL, POD_IDENTITY_KEY, SERVICE_DNS_KEY,
+};
 pub use bundle_endpoint::{
     respond as bundle_endpoint_respond, run as run_bundle_endpoint, serve as serve_bundle_endpoint,
     BundleEndpointConfig, ServingProfile,
@@ -59,6 +66,7 @@ pub use bundle_sequence::{
 };
 pub use ca_status::{ExpiryLog, DEFAULT_CA_EXPIRY_WARNING, EXPIRY_RELOG_PERIOD};
 pub use cluster_view::{pod_info, read_live, strip_pod, ClusterView, MIRROR_POD_ANNOTATION};
+pub use csr_signing::{csr_fields, reconcile_csr, CONFLICT_RETRY};
 pub use discovery::{discover, pick as pick_served_apis, ServedApis};
 pub use error::Error;
 pub use federation::FederationSettings;
@@ -100,6 +108,10 @@ pub use trust_bundle_gc::{
     collect as collect_trust_bundles, unwanted as unwanted_trust_bundles, ExistingBundle,
 };
 pub use trust_bundles::{bundle_body, bundle_labels, bundle_name, FIELD_MANAGER};
+
+/// How often the injection webhook asks the API server again whether it serves
+/// PodCertificateRequests (with CSR signing on).
+pub const INJECTION_PATH_REFRESH: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Re-exported: [`kube`] and [`k8s_openapi`] types appear in this module's API.
 pub use k8s_openapi;

@@ -70,6 +70,11 @@ pub struct ControllerConfig {
     /// The pod injection webhook (needs the service-dns signer, whose CA signs its
     /// serving certificate); `None` serves none.
     pub injection: Option<super::InjectionSetup>,
+    /// Also sign `certificates.k8s.io/v1` CertificateSigningRequests of the enabled
+    /// signers' names filed by in-pod agents (`--enable-csr-signing`), and publish the
+    /// trust bundle ConfigMaps of opted-in namespaces. With it, a cluster that does not
+    /// serve PodCertificateRequests runs only this path.
+    pub csr_signing: bool,
 }
 
 /// Runs the controller until SIGTERM/Ctrl-C (graceful: in-flight reconciles finish).
@@ -111,7 +116,39 @@ pub async fn run(client: Client, mut config: ControllerConfig) -> Result<(), Err
             .find(|(s, _)| matches!(s.config.kind, SignerKind::ServiceDns))
             .map(|(_, pool)| pool.clone())
             .ok_or(Error::InjectionWithoutServiceDns)?;
-        let webhook = Arc::new(injection.webhook());
+        let mut webhook = injection.webhook();
+        if config.csr_signing {
+            // Which path a pod gets: asked once now, then every minute (the PCR API may
+            // be turned on or off with the control plane's runtime-config).
+            let served = Arc::new(AtomicBool::new(discover(&client).await.is_ok()));
+            tracing::info!(
+                pod_certificate_requests = served.load(Ordering::Relaxed),
+                "injection path chosen by API discovery"
+            );
+            let (client, flag) = (client.clone(), served.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(super::INJECTION_PATH_REFRESH);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    match discover(&client).await {
+                        Ok(_) => flag.store(true, Ordering::Relaxed),
+                        Err(Error::NotServed) => flag.store(false, Ordering::Relaxed),
+                        // Keep the last answer on a transient error.
+                        Err(error) => {
+                            tracing::warn!(%error, "API discovery for the injection path failed; keeping the last answer")
+                        }
+                    }
+                }
+            });
+            webhook = webhook.with_csr_path(
+                crate::injection::AgentSettings {
+                    image: injection.agent_image.clone(),
+                },
+                served,
+            );
+        }
+        let webhook = Arc::new(webhook);
         let (client, server) = (client.clone(), injection.server.clone());
         tokio::spawn(async move {
             // Serves until the process exits: pods created while the controller drains
@@ -186,8 +223,17 @@ pub async fn run(client: Client, mut config: ControllerConfig) -> Result<(), Err
         ));
     }
 
-    let apis = discover(&client).await?;
-    tracing::info!(pcr = %apis.pcr.api_version, ctb = %apis.ctb.api_version, "discovered certificates.k8s.io versions");
+    let apis = match discover(&client).await {
+        Ok(apis) => {
+            tracing::info!(pcr = %apis.pcr.api_version, ctb = %apis.ctb.api_version, "discovered certificates.k8s.io versions");
+            Some(apis)
+        }
+        Err(Error::NotServed) if config.csr_signing => {
+            tracing::warn!("the API server serves no PodCertificateRequests or ClusterTrustBundles: signing CertificateSigningRequests only; trust bundles are published as ConfigMaps");
+            None
+        }
+        Err(error) => return Err(error),
+    };
 
     // Watch caches: pods, Nodes and ServiceAccounts for every signer's entitlement
     // checks; Services for the signers that issue DNS names.
@@ -218,23 +264,44 @@ pub async fn run(client: Client, mut config: ControllerConfig) -> Result<(), Err
     let sharding = replica.as_ref().map_or(Sharding::Off, Replica::sharding);
     caches_ready.store(true, Ordering::Relaxed);
 
-    tokio::spawn(trust_bundle_gc::gc_loop(
-        client.clone(),
-        apis.ctb.clone(),
-        config.signers.iter().map(|s| s.config.clone()).collect(),
-        metrics.clone(),
-    ));
-    for (setup, pool) in config.signers.iter().zip(&pools) {
-        tokio::spawn(trust_bundles::sync_loop(
+    if config.csr_signing {
+        tokio::spawn(super::bundle_configmaps::sync_loop(
             client.clone(),
-            apis.ctb.clone(),
-            setup.config.clone(),
-            pool.clone(),
+            config
+                .signers
+                .iter()
+                .map(|s| s.config.clone())
+                .zip(pools.iter().cloned())
+                .collect(),
+            trust_domains.clone(),
             metrics.clone(),
         ));
     }
+    if let Some(apis) = &apis {
+        tokio::spawn(trust_bundle_gc::gc_loop(
+            client.clone(),
+            apis.ctb.clone(),
+            config.signers.iter().map(|s| s.config.clone()).collect(),
+            metrics.clone(),
+        ));
+        for (setup, pool) in config.signers.iter().zip(&pools) {
+            tokio::spawn(trust_bundles::sync_loop(
+                client.clone(),
+                apis.ctb.clone(),
+                setup.config.clone(),
+                pool.clone(),
+                metrics.clone(),
+            ));
+        }
+    }
 
+    let no_ctb = || {
+        Error::Config {
+        reason: "federation and the bundle endpoint need ClusterTrustBundles, which the API server does not serve".into(),
+    }
+    };
     if config.federation.is_some() || trust_domains.is_some() {
+        let apis = apis.as_ref().ok_or_else(no_ctb)?;
         let spiffe = config
             .signers
             .iter()
@@ -263,6 +330,7 @@ pub async fn run(client: Client, mut config: ControllerConfig) -> Result<(), Err
     }
 
     if let Some(endpoint) = &config.bundle_endpoint {
+        let apis = apis.as_ref().ok_or_else(no_ctb)?;
         let td = endpoint.trust_domain.as_str();
         let spiffe = config
             .signers
@@ -314,30 +382,52 @@ pub async fn run(client: Client, mut config: ControllerConfig) -> Result<(), Err
             instance: config.sharding.as_ref().map(|s| s.pod_name.clone()),
         },
     );
-    let controllers = config.signers.iter().zip(&pools).map(|(setup, pool)| {
-        let ctx = Arc::new(Context {
-            client: client.clone(),
-            pcr_api: apis.pcr.clone(),
-            signer: setup.config.clone(),
-            pool: pool.clone(),
-            trust_domains: match setup.config.kind {
-                SignerKind::Spiffe { .. } => trust_domains.clone(),
-                // The namespace mapping is the spiffe signer's; pod-identity certificates
-                // name its own trust domain.
-                SignerKind::ServiceDns | SignerKind::PodIdentity { .. } => None,
-            },
-            cluster: cluster.clone(),
-            services: services.clone(),
-            sharding: sharding.clone(),
-            metrics: metrics.clone(),
-            recorder: recorder.clone(),
-            clock: Arc::new(SystemTime::now),
-        });
-        let api: Api<super::PodCertificateRequest> = Api::all_with(client.clone(), &apis.pcr);
-        let selector = format!("spec.signerName={}", setup.config.name);
-        let signer = setup.config.name.clone();
+    let contexts: Vec<Arc<Context>> = config
+        .signers
+        .iter()
+        .zip(&pools)
+        .map(|(setup, pool)| {
+            Arc::new(Context {
+                client: client.clone(),
+                // The CSR reconciler does not use it.
+                pcr_api: apis.as_ref().map_or_else(
+                    || {
+                        kube::core::ApiResource::erase::<
+                            k8s_openapi::api::certificates::v1::CertificateSigningRequest,
+                        >(&())
+                    },
+                    |a| a.pcr.clone(),
+                ),
+                signer: setup.config.clone(),
+                pool: pool.clone(),
+                trust_domains: match setup.config.kind {
+                    SignerKind::Spiffe { .. } => trust_domains.clone(),
+                    // The namespace mapping is the spiffe signer's; pod-identity certificates
+                    // name its own trust domain.
+                    SignerKind::ServiceDns | SignerKind::PodIdentity { .. } => None,
+                },
+                cluster: cluster.clone(),
+                services: services.clone(),
+                sharding: sharding.clone(),
+                metrics: metrics.clone(),
+                recorder: recorder.clone(),
+                clock: Arc::new(SystemTime::now),
+            })
+        })
+        .collect();
+    let pcr_api = apis.as_ref().map(|a| a.pcr.clone());
+    let pcr_contexts = if pcr_api.is_some() {
+        contexts.clone()
+    } else {
+        Vec::new()
+    };
+    let controllers = pcr_contexts.into_iter().map(|ctx| {
+        let pcr_api = ctx.pcr_api.clone();
+        let api: Api<super::PodCertificateRequest> = Api::all_with(client.clone(), &pcr_api);
+        let selector = format!("spec.signerName={}", ctx.signer.name);
+        let signer = ctx.signer.name.clone();
         let metrics = metrics.clone();
-        let controller = Controller::new_with(api, watcher::Config::default().fields(&selector), apis.pcr.clone())
+        let controller = Controller::new_with(api, watcher::Config::default().fields(&selector), pcr_api)
             .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency))
             // SIGTERM/SIGINT: no new reconciles; the ones in flight finish.
             .shutdown_on_signal();
@@ -360,8 +450,44 @@ pub async fn run(client: Client, mut config: ControllerConfig) -> Result<(), Err
                 futures::future::ready(())
             })
     });
-    tracing::info!(signers = ?config.signers.iter().map(|s| &s.config.name).collect::<Vec<_>>(), "controller running");
-    futures::future::join_all(controllers).await;
+    let csr_contexts = if config.csr_signing {
+        contexts
+    } else {
+        Vec::new()
+    };
+    let csr_controllers = csr_contexts.into_iter().map(|ctx| {
+        let api: Api<k8s_openapi::api::certificates::v1::CertificateSigningRequest> =
+            Api::all(client.clone());
+        let selector = format!("spec.signerName={}", ctx.signer.name);
+        let signer = ctx.signer.name.clone();
+        let metrics = metrics.clone();
+        let controller = Controller::new(api, watcher::Config::default().fields(&selector))
+            .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency))
+            .shutdown_on_signal();
+        let controller = match &replica {
+            Some(replica) => controller.reconcile_all_on(replica.membership_changes()),
+            None => controller,
+        };
+        controller
+            .run(super::csr_signing::reconcile_csr, error_policy_csr, ctx)
+            .for_each(move |result| {
+                match result {
+                    Ok((object, _)) => tracing::trace!(csr = %object, "reconciled"),
+                    Err(kube::runtime::controller::Error::ReconcilerFailed(error, object)) => {
+                        metrics.reconcile_error(&signer, error.step());
+                        tracing::warn!(%signer, csr = %object, step = error.step(), %error, "CSR reconcile failed; retrying");
+                    }
+                    Err(error) => tracing::warn!(%signer, %error, "CSR controller"),
+                }
+                futures::future::ready(())
+            })
+    });
+    tracing::info!(signers = ?config.signers.iter().map(|s| &s.config.name).collect::<Vec<_>>(), pod_certificate_requests = pcr_api_served(&apis), csr_signing = config.csr_signing, "controller running");
+    futures::future::join(
+        futures::future::join_all(controllers),
+        futures::future::join_all(csr_controllers),
+    )
+    .await;
     tracing::info!("controller stopped");
     if let Some(replica) = replica {
         // Only now: until the reconcilers stopped, this replica still owned its share.
@@ -377,6 +503,25 @@ pub async fn run(client: Client, mut config: ControllerConfig) -> Result<(), Err
         }
     }
     Ok(())
+}
+
+fn pcr_api_served(apis: &Option<super::ServedApis>) -> bool {
+    apis.is_some()
+}
+
+/// The CSR reconciler's error policy: the same delays as the PodCertificateRequest one.
+fn error_policy_csr(
+    _csr: Arc<k8s_openapi::api::certificates::v1::CertificateSigningRequest>,
+    error: &Error,
+    _ctx: Arc<Context>,
+) -> kube::runtime::controller::Action {
+    use super::reconcile::{API_ERROR_RETRY, SIGNER_ERROR_RETRY};
+    match error {
+        Error::PoolUnavailable { .. } | Error::Issue { .. } => {
+            kube::runtime::controller::Action::requeue(SIGNER_ERROR_RETRY)
+        }
+        _ => kube::runtime::controller::Action::requeue(API_ERROR_RETRY),
+    }
 }
 
 /// Starts the pool watches of the spiffe signer's extra trust domains; the default trust

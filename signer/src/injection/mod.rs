@@ -21,9 +21,20 @@
 //!   containers included;
 //! - [`CREDENTIAL_FOLDER_ENV`] set to [`MOUNT_PATH`] in every container;
 //! - the annotation [`INJECTED_ANNOTATION`] naming the signer.
+//!
+//! On a cluster without Pod Certificates the same folder is written by an in-pod agent
+//! that files a CertificateSigningRequest ([`agent_patch_for`]); the webhook picks the
+//! path by what the API server serves, so one opt-in label works on both.
 
+mod agent_patch;
 mod opt_in;
 mod patch;
+
+pub use agent_patch::{
+    agent_args, agent_patch_for, AgentSettings, AGENT_COMMAND, AGENT_CONTAINER,
+    CREDENTIAL_FOLDER_SIZE, TOKEN_EXPIRATION_SECONDS, TOKEN_PATH, TOKEN_VOLUME,
+    TRUST_BUNDLES_CONFIGMAP, TRUST_BUNDLES_PATH, TRUST_BUNDLES_VOLUME,
+};
 
 pub use opt_in::{
     decide, Decision, InjectionSettings, Skip, FEDERATES_WITH_ANNOTATION, INJECT_LABEL,
@@ -61,3 +72,7 @@ pub mod labels {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+#[path = "agent_tests.rs"]
+mod agent_tests;

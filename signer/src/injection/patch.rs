@@ -55,6 +55,13 @@ pub enum Refusal {
         /// The volume mounted there.
         volume: String,
     },
+    /// The pod already has a container of the agent's name (and was not injected
+    /// before): injection would replace it.
+    #[error("the pod already has a container named {name:?}, which podtls injection adds as its credential agent; rename that container, or opt the pod out with the label {INJECT_LABEL}=disabled")]
+    ContainerNameTaken {
+        /// The container name.
+        name: String,
+    },
     /// A container already sets the credential folder variable to something else.
     #[error("container {container:?} sets {CREDENTIAL_FOLDER_ENV} to {value}, but podtls injection mounts the credential folder at {MOUNT_PATH}; remove the variable, or opt the pod out with the label {INJECT_LABEL}=disabled")]
     EnvConflict {
@@ -129,7 +136,7 @@ pub fn patch_for(
 }
 
 /// The mount and variable one container needs.
-fn container_ops(
+pub(super) fn container_ops(
     at: &str,
     c: &Container,
     injected_before: bool,
@@ -244,7 +251,7 @@ fn volume(settings: &InjectionSettings, own: &TrustDomain) -> Volume {
 
 /// `add` of `value` to the array at `path`: the whole array when the field is absent,
 /// else appended.
-fn append(path: &str, absent: bool, value: Value) -> Value {
+pub(super) fn append(path: &str, absent: bool, value: Value) -> Value {
     if absent {
         json!({"op": "add", "path": path, "value": [value]})
     } else {
@@ -252,12 +259,12 @@ fn append(path: &str, absent: bool, value: Value) -> Value {
     }
 }
 
-fn to_json<T: serde::Serialize>(value: &T) -> Value {
+pub(super) fn to_json<T: serde::Serialize>(value: &T) -> Value {
     serde_json::to_value(value).expect("Kubernetes objects serialize")
 }
 
 /// RFC 6901 escaping of one JSON pointer segment.
-fn escape(segment: &str) -> String {
+pub(super) fn escape(segment: &str) -> String {
     segment.replace('~', "~0").replace('/', "~1")
 }
 
