@@ -8,17 +8,17 @@
 //! failed requests; the attacks (another pod's token asking for a name it is
 //! not entitled to, a deleted pod's token, a token bound to no pod) refused.
 //!
-//! The signer side here is [`TestSigner`], a minimal approver/signer written for
-//! this test (rcgen) with the checks the issue asks of the real one.
+//! The signer is the real one (`signer --enable-csr-signing=true`, deployed from
+//! the controller manifests as the other tests do), publishing the
+//! `podtls-trust-bundles` ConfigMap in the opted-in namespace.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _, Result};
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use podtls_e2e::*;
 use serde_json::{json, Value};
 
@@ -33,172 +33,30 @@ fn spiffe_id(ns: &str, sa: &str) -> String {
     format!("spiffe://{TRUST_DOMAIN}/ns/{ns}/sa/{sa}")
 }
 
-/// A test-side signer for `row-major.net/spiffe` CSRs: approves and signs a CSR
-/// iff it was filed with a token bound to a live pod (`spec.extra` pod name and
-/// UID match a pod of the requester's namespace and ServiceAccount) and asks
-/// for no names; denies everything else with a reason. Runs until dropped.
-struct TestSigner {
-    ca_pem: String,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for TestSigner {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-struct Ca {
-    key: rcgen::KeyPair,
-    params: rcgen::CertificateParams,
-}
-
-impl TestSigner {
-    fn start(admin: kube::Client) -> Result<TestSigner> {
-        let key = rcgen::KeyPair::generate()?;
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::CrlSign,
-        ];
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "e2e test-side CSR signer");
-        let ca_pem = params.self_signed(&key)?.pem();
-        let ca = Ca { key, params };
-        let task = tokio::spawn(async move {
-            loop {
-                if let Err(e) = sign_pending(&admin, &ca).await {
-                    eprintln!("test signer: {e:#}");
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        });
-        Ok(TestSigner { ca_pem, task })
-    }
-}
-
-async fn sign_pending(admin: &kube::Client, ca: &Ca) -> Result<()> {
-    let api: Api<CertificateSigningRequest> = Api::all(admin.clone());
-    for csr in api.list(&ListParams::default()).await? {
-        if csr.spec.signer_name != SPIFFE {
-            continue;
-        }
-        let status = csr.status.clone().unwrap_or_default();
-        if status.certificate.is_some() || status.conditions.is_some_and(|c| !c.is_empty()) {
-            continue;
-        }
-        let name = csr.metadata.name.clone().unwrap_or_default();
-        let verdict = match decide(admin, &csr).await {
-            Ok(v) => v,
-            Err(e) => Err(("Error".to_string(), format!("{e:#}"))),
-        };
-        match verdict {
-            Ok((id, seconds)) => {
-                let approved = json!({"status": {"conditions": [{
-                    "type": "Approved", "status": "True", "reason": "E2ETestSigner",
-                    "message": "pod-bound token of a live pod"}]}});
-                api.patch_approval(&name, &PatchParams::default(), &Patch::Merge(&approved))
-                    .await?;
-                let pem = issue(
-                    ca,
-                    &String::from_utf8_lossy(&csr.spec.request.0),
-                    &id,
-                    seconds,
-                )?;
-                let certificate = k8s_openapi::ByteString(pem.into_bytes());
-                api.patch_status(
-                    &name,
-                    &PatchParams::default(),
-                    &Patch::Merge(json!({"status": {"certificate": certificate}})),
-                )
-                .await?;
-            }
-            Err((reason, message)) => {
-                let denied = json!({"status": {"conditions": [{
-                    "type": "Denied", "status": "True", "reason": reason, "message": message}]}});
-                api.patch_approval(&name, &PatchParams::default(), &Patch::Merge(&denied))
-                    .await?;
-            }
-        }
-    }
-    Ok(())
-}
-
-type Verdict = std::result::Result<(String, u64), (String, String)>;
-
-async fn decide(admin: &kube::Client, csr: &CertificateSigningRequest) -> Result<Verdict> {
-    let deny = |r: &str, m: String| Ok(Err((r.to_string(), m)));
-    let user = csr.spec.username.clone().unwrap_or_default();
-    let Some(rest) = user.strip_prefix("system:serviceaccount:") else {
-        return deny(
-            "NotAServiceAccount",
-            format!("requester {user} is not a ServiceAccount"),
-        );
-    };
-    let Some((ns, sa)) = rest.split_once(':') else {
-        return deny("NotAServiceAccount", format!("requester {user}"));
-    };
-    let extra = csr.spec.extra.clone().unwrap_or_default();
-    let one = |k: &str| extra.get(k).and_then(|v| v.first().cloned());
-    let (Some(pod_name), Some(pod_uid)) = (
-        one("authentication.kubernetes.io/pod-name"),
-        one("authentication.kubernetes.io/pod-uid"),
-    ) else {
-        return deny("NotPodBound", "the token is not bound to a pod".into());
-    };
-    let pod = match Api::<Pod>::namespaced(admin.clone(), ns)
-        .get_opt(&pod_name)
-        .await?
-    {
-        Some(p) => p,
-        None => return deny("PodGone", format!("pod {ns}/{pod_name} does not exist")),
-    };
-    let spec = pod.spec.clone().unwrap_or_default();
-    if pod.metadata.uid.as_deref() != Some(pod_uid.as_str())
-        || spec.service_account_name.as_deref().unwrap_or("default") != sa
-    {
-        return deny(
-            "PodMismatch",
-            format!("pod {ns}/{pod_name} UID or ServiceAccount differs"),
-        );
-    }
-    let req = rcgen::CertificateSigningRequestParams::from_pem(&String::from_utf8_lossy(
-        &csr.spec.request.0,
-    ))
-    .context("parsing the PKCS#10 request")?;
-    if !req.params.subject_alt_names.is_empty()
-        || req.params.distinguished_name.iter().next().is_some()
-    {
-        return deny(
-            "NotEntitled",
-            format!(
-                "the request names {:?} {:?}; pod {ns}/{pod_name} is entitled to {} only",
-                req.params.subject_alt_names,
-                req.params.distinguished_name,
-                spiffe_id(ns, sa)
-            ),
-        );
-    }
-    let seconds = csr.spec.expiration_seconds.unwrap_or(3600).max(600) as u64;
-    Ok(Ok((spiffe_id(ns, sa), seconds)))
-}
-
-fn issue(ca: &Ca, request_pem: &str, id: &str, seconds: u64) -> Result<String> {
-    let req = rcgen::CertificateSigningRequestParams::from_pem(request_pem)?;
-    let mut p = rcgen::CertificateParams::new(Vec::<String>::new())?;
-    p.subject_alt_names = vec![rcgen::SanType::URI(id.try_into()?)];
-    p.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
-    p.extended_key_usages = vec![
-        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
-        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    let now = SystemTime::now();
-    p.not_before = (now - Duration::from_secs(60)).into();
-    p.not_after = (now + Duration::from_secs(seconds)).into();
-    let issuer = rcgen::Issuer::from_params(&ca.params, &ca.key);
-    Ok(p.signed_by(&req.public_key, &issuer)?.pem())
+/// The RBAC the signer needs for the CSR path on top of controller.yaml's ClusterRole
+/// (the CSR path's manifests are not in example-manifests/controller yet).
+fn csr_signing_rbac() -> [Value; 2] {
+    [
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+               "metadata": {"name": "podtls-signer-csr-signing"},
+               "rules": [
+                   {"apiGroups": ["certificates.k8s.io"], "resources": ["certificatesigningrequests"],
+                    "verbs": ["get", "list", "watch"]},
+                   {"apiGroups": ["certificates.k8s.io"],
+                    "resources": ["certificatesigningrequests/approval", "certificatesigningrequests/status"],
+                    "verbs": ["update"]},
+                   {"apiGroups": ["certificates.k8s.io"], "resources": ["signers"],
+                    "resourceNames": ["row-major.net/*"], "verbs": ["approve", "sign"]},
+                   {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
+                   {"apiGroups": [""], "resources": ["configmaps"],
+                    "verbs": ["get", "list", "watch", "create", "patch", "update"]}]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+               "metadata": {"name": "podtls-signer-csr-signing"},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                           "name": "podtls-signer-csr-signing"},
+               "subjects": [{"kind": "ServiceAccount", "namespace": CONTROLLER_NAMESPACE,
+                             "name": "signer"}]}),
+    ]
 }
 
 /// A token for `sa` from the TokenRequest API, bound to `pod` (name, uid) if given.
@@ -406,13 +264,18 @@ pub(crate) async fn csr_path_suite(cluster: &TestCluster) -> Result<()> {
         .is_some();
     ensure!(!served, "PodCertificateRequest is served");
 
-    let bins = binaries()?;
-    let work = cluster.dir.path().join("csr-path");
-    std::fs::create_dir_all(&work)?;
-    let signer = TestSigner::start(admin.clone())?;
+    let mesh = Mesh::install(cluster).await.context("installing")?;
+    apply_all(&admin, &csr_signing_rbac()).await?;
+    let bins = mesh.bins.clone();
+    let work = mesh.logs.clone();
+    let signer = mesh
+        .start_signer("a", &["--enable-csr-signing=true"])
+        .await
+        .context("starting the signer with CSR signing")?;
 
     for doc in [
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}),
+        json!({"apiVersion": "v1", "kind": "Namespace",
+               "metadata": {"name": NS, "labels": {"podtls.row-major.net/inject": "enabled"}}}),
         json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"namespace": NS, "name": SA}}),
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
                "metadata": {"name": "podtls-agent"},
@@ -423,12 +286,24 @@ pub(crate) async fn csr_path_suite(cluster: &TestCluster) -> Result<()> {
                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "podtls-agent"},
                "subjects": [{"kind": "Group", "apiGroup": "rbac.authorization.k8s.io",
                              "name": format!("system:serviceaccounts:{NS}")}]}),
-        json!({"apiVersion": "v1", "kind": "ConfigMap",
-               "metadata": {"namespace": NS, "name": TRUST_BUNDLES},
-               "data": {BUNDLE_FILE: signer.ca_pem}}),
     ] {
         apply(&admin, &doc).await?;
     }
+
+    // The signer publishes the trust bundles in the opted-in namespace.
+    let cms = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(admin.clone(), NS);
+    eventually(
+        "the signer's podtls-trust-bundles ConfigMap",
+        Duration::from_secs(30),
+        || async {
+            Ok(cms.get_opt(TRUST_BUNDLES).await?.and_then(|cm| {
+                cm.data
+                    .and_then(|d| d.get(BUNDLE_FILE).cloned())
+                    .filter(|pem| pem_certs(pem) > 0)
+            }))
+        },
+    )
+    .await?;
 
     let nodes = cluster.nodes();
     let server = start_agent_pod(cluster, &admin, &bins, &work, "server", &nodes[0]).await?;
@@ -611,7 +486,15 @@ pub(crate) async fn csr_path_suite(cluster: &TestCluster) -> Result<()> {
             p.name
         );
     }
-    drop(signer);
+    let metrics = signer.metrics().await?;
+    eprintln!(
+        "CSR path: signer metrics: {}",
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("podtls_signer_csr_decisions_total"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
     Ok(())
 }
 
