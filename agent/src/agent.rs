@@ -281,3 +281,86 @@ fn refresh_bundles(cfg: &AgentConfig, bundles: &mut Option<Bundles>, current: Op
         Err(error) => tracing::warn!(%error, "trust bundles unusable; the last good folder stays"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::issued::tests::TestCa;
+
+    fn config(dir: &std::path::Path) -> AgentConfig {
+        AgentConfig {
+            endpoint: ApiEndpoint {
+                url: "https://127.0.0.1:1".into(),
+                ca_file: dir.join("ca.pem"),
+                token_file: dir.join("token"),
+            },
+            signer_name: "row-major.net/spiffe".into(),
+            key_type: KeyType::EcdsaP256,
+            credential_folder: dir.join("folder"),
+            trust_bundle_dir: dir.join("bundles"),
+            trust_domain: podtls::parse_trust_domain("a.test").unwrap(),
+            federates_with: vec![podtls::parse_trust_domain("b.test").unwrap()],
+            expiration_seconds: 600,
+            namespace: "ns".into(),
+            pod_name: "p".into(),
+            renew_after: None,
+            wait: Duration::from_secs(1),
+            backoff: Backoff::default(),
+        }
+    }
+
+    #[test]
+    fn trust_bundle_change_rewrites_the_folder_and_a_bad_one_keeps_the_last_good() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = config(tmp.path());
+        std::fs::create_dir_all(&cfg.trust_bundle_dir).unwrap();
+        let (ca, other) = (TestCa::new(), TestCa::new());
+        let own = cfg
+            .trust_bundle_dir
+            .join("a.test.spiffe-trust-bundle.x509.pem");
+        let fed = cfg
+            .trust_bundle_dir
+            .join("b.test.spiffe-trust-bundle.x509.pem");
+        std::fs::write(&own, &ca.cert_pem).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let now = SystemTime::now();
+        let cur = Current {
+            key_pem: key.serialize_pem(),
+            chain_pem: ca.issue(&key, "spiffe://a.test/ns/ns/sa/x", now, 600),
+            not_before: now,
+            not_after: now + Duration::from_secs(600),
+        };
+        let mut bundles = None;
+        // Before the first certificate there is nothing to rewrite.
+        refresh_bundles(&cfg, &mut bundles, None);
+        assert!(!cfg.credential_folder.exists());
+
+        refresh_bundles(&cfg, &mut bundles, Some(&cur));
+        let folder_fed = cfg
+            .credential_folder
+            .join("b.test.spiffe-trust-bundle.x509.pem");
+        assert!(std::fs::read(&folder_fed).unwrap().is_empty());
+        crate::credential_folder::probe(&cfg.credential_folder, now).unwrap();
+
+        // The peer's bundle is published: copied in.
+        std::fs::write(&fed, &other.cert_pem).unwrap();
+        refresh_bundles(&cfg, &mut bundles, Some(&cur));
+        assert_eq!(
+            std::fs::read_to_string(&folder_fed).unwrap(),
+            other.cert_pem
+        );
+
+        // A truncated own bundle: the folder keeps the last good bundles.
+        std::fs::write(&own, &ca.cert_pem[..ca.cert_pem.len() / 2]).unwrap();
+        refresh_bundles(&cfg, &mut bundles, Some(&cur));
+        let folder_own = cfg
+            .credential_folder
+            .join("a.test.spiffe-trust-bundle.x509.pem");
+        assert_eq!(std::fs::read_to_string(&folder_own).unwrap(), ca.cert_pem);
+        assert_eq!(
+            std::fs::read_to_string(&folder_fed).unwrap(),
+            other.cert_pem
+        );
+        crate::credential_folder::probe(&cfg.credential_folder, now).unwrap();
+    }
+}
