@@ -268,8 +268,12 @@ pub(crate) async fn csr_path_suite(cluster: &TestCluster) -> Result<()> {
     apply_all(&admin, &csr_signing_rbac()).await?;
     let bins = mesh.bins.clone();
     let work = mesh.logs.clone();
+    let webhook_port = free_port();
+    let mut flags = injection_flags(webhook_port, &mesh.logs.join("webhook-credential"));
+    flags.push("--enable-csr-signing=true".into());
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let signer = mesh
-        .start_signer("a", &["--enable-csr-signing=true"])
+        .start_signer("a", &flags)
         .await
         .context("starting the signer with CSR signing")?;
 
@@ -486,6 +490,8 @@ pub(crate) async fn csr_path_suite(cluster: &TestCluster) -> Result<()> {
             p.name
         );
     }
+    webhook_injects_the_agent(&admin, webhook_port).await?;
+
     let metrics = signer.metrics().await?;
     eprintln!(
         "CSR path: signer metrics: {}",
@@ -503,4 +509,109 @@ fn is_status(e: &kube::Error, code: u16) -> bool {
         kube::Error::Api(s) => s.code == code,
         _ => false,
     }
+}
+
+/// The signer's webhook on this cluster (no PodCertificateRequest API): an opted-in
+/// pod gets the agent as a native sidecar and an in-memory credential folder, no
+/// `podCertificate` volume.
+async fn webhook_injects_the_agent(admin: &kube::Client, port: u16) -> Result<()> {
+    use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+    let manifest = load_manifest(&manifests_dir().join("injection/webhook.yaml"))?;
+    let rbac: Vec<_> = manifest
+        .into_iter()
+        .filter(|d| {
+            matches!(
+                d["kind"].as_str(),
+                Some("ClusterRole" | "ClusterRoleBinding")
+            )
+        })
+        .collect();
+    apply_all(admin, &rbac).await?;
+    let configs: Api<MutatingWebhookConfiguration> = Api::all(admin.clone());
+    let config: MutatingWebhookConfiguration = serde_json::from_value(json!({
+        "metadata": {"name": CONFIGURATION},
+        "webhooks": [{
+            "name": "namespace.injection.podtls.row-major.net",
+            "clientConfig": {"url": format!("https://localhost:{port}/mutate-pods")},
+            "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
+                       "resources": ["pods"], "scope": "Namespaced"}],
+            "namespaceSelector": {"matchLabels": {"podtls.row-major.net/inject": "enabled"}},
+            "failurePolicy": "Fail",
+            "sideEffects": "None",
+            "timeoutSeconds": 5,
+            "admissionReviewVersions": ["v1"],
+        }]
+    }))?;
+    configs.create(&PostParams::default(), &config).await?;
+    eventually(
+        "the signer fills in the caBundle",
+        Duration::from_secs(60),
+        || async {
+            let c = configs.get(CONFIGURATION).await?;
+            Ok(c.webhooks
+                .unwrap_or_default()
+                .iter()
+                .all(|w| {
+                    w.client_config
+                        .ca_bundle
+                        .as_ref()
+                        .is_some_and(|b| !b.0.is_empty())
+                })
+                .then_some(()))
+        },
+    )
+    .await?;
+    // Unscheduled (no nodeName): admission is all that runs.
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"generateName": "web-"},
+        "spec": {"serviceAccountName": SA, "containers": [{"name": "web", "image": "web"}]},
+    }))?;
+    let pods = Api::<Pod>::namespaced(admin.clone(), NS);
+    // The webhook learns the API's shape by discovery; retry until it answers.
+    let pod = eventually("an injected pod", Duration::from_secs(30), || async {
+        Ok(pods.create(&PostParams::default(), &pod).await.ok())
+    })
+    .await?;
+    let spec = pod.spec.clone().unwrap_or_default();
+    let init = spec.init_containers.clone().unwrap_or_default();
+    let agent = init.first().context("no init container injected")?;
+    ensure!(
+        agent.name == "podtls-agent" && agent.restart_policy.as_deref() == Some("Always"),
+        "first init container is not the agent as a native sidecar: {agent:?}"
+    );
+    let args = agent.args.clone().unwrap_or_default();
+    ensure!(
+        args.contains(&format!("--signer-name={SPIFFE}"))
+            && args.contains(&format!("--trust-domain={TRUST_DOMAIN}")),
+        "agent args: {args:?}"
+    );
+    let probe = agent
+        .startup_probe
+        .as_ref()
+        .and_then(|p| p.exec.as_ref())
+        .and_then(|e| e.command.clone())
+        .unwrap_or_default();
+    ensure!(
+        probe.get(1).map(String::as_str) == Some("probe"),
+        "startup probe: {probe:?}"
+    );
+    let volumes = serde_json::to_value(spec.volumes.clone().unwrap_or_default())?;
+    ensure!(
+        !volumes.to_string().contains("podCertificate"),
+        "a podCertificate volume on a cluster without the API: {volumes}"
+    );
+    ensure!(
+        volumes.to_string().contains("\"medium\":\"Memory\""),
+        "no in-memory credential folder: {volumes}"
+    );
+    let env = serde_json::to_value(&spec.containers[0].env)?;
+    ensure!(
+        env.to_string().contains("SPIFFE_CREDENTIAL_FOLDER"),
+        "app container without SPIFFE_CREDENTIAL_FOLDER: {env}"
+    );
+    eprintln!(
+        "CSR path: the webhook injected the agent as a native sidecar ({} init container(s))",
+        init.len()
+    );
+    Ok(())
 }
