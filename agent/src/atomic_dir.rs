@@ -307,7 +307,8 @@ mod tests {
 
     /// A value the writer below writes: "0", or `i` repeated 100 times.
     fn whole(v: &str) -> bool {
-        v == "0" || (v.len() % 100 == 0 && !v.is_empty() && v == v[..v.len() / 100].repeat(100))
+        v == "0"
+            || (v.len().is_multiple_of(100) && !v.is_empty() && v == v[..v.len() / 100].repeat(100))
     }
 
     #[test]
