@@ -431,8 +431,48 @@ pub(crate) async fn csr_path_suite(cluster: &TestCluster) -> Result<()> {
         "CSR API requests per renewal: {requests_per_renewal:?}"
     );
 
+    // The agents stop cleanly on SIGTERM; then kube-apiserver's audit log agrees with
+    // their request counters: every CSR request made as the pods' ServiceAccount is
+    // one an agent counted (an attempt in flight at SIGTERM, up to 2 requests per
+    // agent, is not reported).
+    let client_uid = client.uid.clone();
+    let mut counted = 0u64;
+    for mut p in [server, client] {
+        counted += issuances(&p.agent)
+            .iter()
+            .filter_map(|v| v["fields"]["api_requests"].as_u64())
+            .sum::<u64>();
+        let code = p.agent.terminate(Duration::from_secs(10));
+        ensure!(
+            code == Some(0),
+            "{}'s agent exit on SIGTERM: {code:?}",
+            p.name
+        );
+    }
+    let user = format!("system:serviceaccount:{NS}:{SA}");
+    let audited = eventually(
+        "the audit log has the agents' requests",
+        Duration::from_secs(10),
+        || async {
+            let ids: std::collections::BTreeSet<String> = cluster
+                .audit_events()?
+                .iter()
+                .filter(|e| e["user"]["username"] == user.as_str())
+                .filter(|e| e["objectRef"]["resource"] == "certificatesigningrequests")
+                .filter_map(|e| e["auditID"].as_str().map(str::to_string))
+                .collect();
+            Ok((ids.len() as u64 >= counted).then_some(ids.len() as u64))
+        },
+    )
+    .await?;
+    ensure!(
+        audited <= counted + 4,
+        "audit log: {audited} CSR requests as {user}, agents counted {counted}"
+    );
+    eprintln!("CSR path: audit log {audited} CSR requests as {user}; agents counted {counted}");
+
     // Attack 1: the client pod's token asking for a name it is not entitled to.
-    let client_token = token(&admin, SA, Some(("client", &client.uid))).await?;
+    let client_token = token(&admin, SA, Some(("client", &client_uid))).await?;
     let other = spiffe_id(NS, "server-admin");
     match file_with(cluster, &work, "attack-names", &client_token, Some(&other)).await {
         Err(podtls_agent::AgentError::Denied { reason, .. }) => {
@@ -481,15 +521,6 @@ pub(crate) async fn csr_path_suite(cluster: &TestCluster) -> Result<()> {
         other => bail!("a CSR with a token bound to no pod was not denied: {other:?}"),
     }
 
-    // The agents keep running through all of it and stop cleanly on SIGTERM.
-    for mut p in [server, client] {
-        let code = p.agent.terminate(Duration::from_secs(10));
-        ensure!(
-            code == Some(0),
-            "{}'s agent exit on SIGTERM: {code:?}",
-            p.name
-        );
-    }
     webhook_injects_the_agent(&admin, webhook_port).await?;
 
     let metrics = signer.metrics().await?;
