@@ -172,7 +172,10 @@ pub async fn run(
             requests = 0;
             started = Instant::now();
         }
-        let result = async {
+        // An attempt in flight (up to --wait-timeout) does not hold up SIGTERM: the
+        // folder is only ever replaced whole, so stopping mid-attempt leaves the last
+        // good credentials in place.
+        let attempt = async {
             let b = trust_bundles::read(
                 &cfg.trust_bundle_dir,
                 &cfg.trust_domain,
@@ -187,8 +190,14 @@ pub async fn run(
                 SystemTime::now(),
             )?;
             Ok::<_, AgentError>((cur, got, csr, b))
-        }
-        .await;
+        };
+        let result = tokio::select! {
+            _ = &mut shutdown => {
+                tracing::info!("shutting down during an issuance attempt");
+                return Ok(());
+            }
+            r = attempt => r,
+        };
         match result {
             Ok((cur, got, csr, b)) => {
                 failures = 0;

@@ -2,7 +2,7 @@
 //! filing one CertificateSigningRequest and waiting for its outcome, counting
 //! the API requests it makes.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt as _, TryStreamExt as _};
@@ -23,8 +23,8 @@ pub struct ApiEndpoint {
     pub token_file: PathBuf,
 }
 
-/// A client for one issuance attempt: the token file is read now, so a token
-/// kubelet rotated in the meantime is picked up.
+/// A client for one issuance attempt: the token file is read (trimmed, checked) now,
+/// so a token kubelet rotated in the meantime is picked up.
 pub fn client(ep: &ApiEndpoint) -> Result<kube::Client, AgentError> {
     let url: http::Uri = ep
         .url
@@ -42,23 +42,17 @@ pub fn client(ep: &ApiEndpoint) -> Result<kube::Client, AgentError> {
             ep.ca_file.display()
         )));
     }
-    // Validates the file's content before kube reads it.
-    crate::token::read(&ep.token_file)?;
+    // Read (and checked) now, for this attempt's requests.
+    let token = crate::token::read(&ep.token_file)?;
     let mut config = kube::Config::new(url);
     config.root_cert = Some(roots);
-    config.auth_info.token_file = Some(path_str(&ep.token_file)?);
+    config.auth_info.token = Some(secrecy::SecretString::from(token));
     config.connect_timeout = Some(Duration::from_secs(10));
     config.read_timeout = Some(Duration::from_secs(330));
     kube::Client::try_from(config).map_err(|source| AgentError::Kube {
         step: "building the client",
         source,
     })
-}
-
-fn path_str(p: &Path) -> Result<String, AgentError> {
-    p.to_str()
-        .map(str::to_string)
-        .ok_or_else(|| AgentError::Config(format!("{} is not UTF-8", p.display())))
 }
 
 /// The result of one CSR.
