@@ -989,17 +989,21 @@ mod tests {
                 &format!("--in-cluster{value}"),
                 &format!("--enable-service-dns-signer{value}"),
                 &format!("--enable-spiffe-signer{value}"),
+                &format!("--enable-csr-signing{value}"),
             ]);
             assert_eq!(
                 (
                     args.in_cluster,
                     args.enable_service_dns_signer,
-                    args.enable_spiffe_signer
+                    args.enable_spiffe_signer,
+                    args.enable_csr_signing
                 ),
-                (expected, expected, expected),
+                (expected, expected, expected, expected),
                 "{value:?}"
             );
         }
+        // Off unless asked for: existing deployments are unchanged.
+        assert!(!controller_args(&[]).enable_csr_signing);
         // As Go's `flag`, a boolean never takes the next argument as its value.
         let argv = ["signer", "controller", "--in-cluster", "false"];
         let err = Cli::try_parse_from(argv).unwrap_err().to_string();

@@ -346,9 +346,13 @@ async fn decide_csr(
     if !confirm {
         return Ok(decision);
     }
-    let live_pod = read_live(&ctx.client, &lookup(&requester, cached_node)).await?;
-    let live_node = live_pod.pod.as_ref().and_then(|p| p.node_name.clone());
-    let live = read_live(&ctx.client, &lookup(&requester, live_node)).await?;
+    let node_used = requester.node_name.clone().or(cached_node);
+    let mut live = read_live(&ctx.client, &lookup(&requester, node_used.clone())).await?;
+    let live_node = live.pod.as_ref().and_then(|p| p.node_name.clone());
+    if requester.node_name.is_none() && live_node.is_some() && live_node != node_used {
+        // The caches had the pod unbound or elsewhere: read the Node it is bound to.
+        live = read_live(&ctx.client, &lookup(&requester, live_node)).await?;
+    }
     let confirmed = decide(
         fields,
         &config,

@@ -120,7 +120,12 @@ pub async fn run(client: Client, mut config: ControllerConfig) -> Result<(), Err
         if config.csr_signing {
             // Which path a pod gets: asked once now, then every minute (the PCR API may
             // be turned on or off with the control plane's runtime-config).
-            let served = Arc::new(AtomicBool::new(discover(&client).await.is_ok()));
+            // Only a definite "not served" picks the agent; a transient error keeps the
+            // Pod Certificates path until the next look.
+            let served = Arc::new(AtomicBool::new(!matches!(
+                discover(&client).await,
+                Err(Error::NotServed)
+            )));
             tracing::info!(
                 pod_certificate_requests = served.load(Ordering::Relaxed),
                 "injection path chosen by API discovery"

@@ -972,3 +972,7 @@ async fn trust_bundle_of_a_disabled_signer_is_deleted_with_preconditions_and_oth
 
 #[path = "tests_trust_domains.rs"]
 mod trust_domains;
+
+#[cfg(test)]
+#[path = "tests_csr.rs"]
+mod csr;
