@@ -33,32 +33,6 @@ fn spiffe_id(ns: &str, sa: &str) -> String {
     format!("spiffe://{TRUST_DOMAIN}/ns/{ns}/sa/{sa}")
 }
 
-/// The RBAC the signer needs for the CSR path on top of controller.yaml's ClusterRole
-/// (the CSR path's manifests are not in example-manifests/controller yet).
-fn csr_signing_rbac() -> [Value; 2] {
-    [
-        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-               "metadata": {"name": "podtls-signer-csr-signing"},
-               "rules": [
-                   {"apiGroups": ["certificates.k8s.io"], "resources": ["certificatesigningrequests"],
-                    "verbs": ["get", "list", "watch"]},
-                   {"apiGroups": ["certificates.k8s.io"],
-                    "resources": ["certificatesigningrequests/approval", "certificatesigningrequests/status"],
-                    "verbs": ["update"]},
-                   {"apiGroups": ["certificates.k8s.io"], "resources": ["signers"],
-                    "resourceNames": ["row-major.net/*"], "verbs": ["approve", "sign"]},
-                   {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
-                   {"apiGroups": [""], "resources": ["configmaps"],
-                    "verbs": ["get", "list", "watch", "create", "patch", "update"]}]}),
-        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-               "metadata": {"name": "podtls-signer-csr-signing"},
-               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                           "name": "podtls-signer-csr-signing"},
-               "subjects": [{"kind": "ServiceAccount", "namespace": CONTROLLER_NAMESPACE,
-                             "name": "signer"}]}),
-    ]
-}
-
 /// A token for `sa` from the TokenRequest API, bound to `pod` (name, uid) if given.
 async fn token(admin: &kube::Client, sa: &str, pod: Option<(&str, &str)>) -> Result<String> {
     let request = TokenRequest {
@@ -265,12 +239,12 @@ pub(crate) async fn csr_path_suite(cluster: &TestCluster) -> Result<()> {
     ensure!(!served, "PodCertificateRequest is served");
 
     let mesh = Mesh::install(cluster).await.context("installing")?;
-    apply_all(&admin, &csr_signing_rbac()).await?;
     let bins = mesh.bins.clone();
     let work = mesh.logs.clone();
     let webhook_port = free_port();
-    let mut flags = injection_flags(webhook_port, &mesh.logs.join("webhook-credential"));
-    flags.push("--enable-csr-signing=true".into());
+    // controller.yaml runs the signer with --enable-csr-signing=true and ships the
+    // RBAC of both sides (the signer's, and podtls-csr-requester for ServiceAccounts).
+    let flags = injection_flags(webhook_port, &mesh.logs.join("webhook-credential"));
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let signer = mesh
         .start_signer("a", &flags)
@@ -281,15 +255,6 @@ pub(crate) async fn csr_path_suite(cluster: &TestCluster) -> Result<()> {
         json!({"apiVersion": "v1", "kind": "Namespace",
                "metadata": {"name": NS, "labels": {"podtls.row-major.net/inject": "enabled"}}}),
         json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"namespace": NS, "name": SA}}),
-        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-               "metadata": {"name": "podtls-agent"},
-               "rules": [{"apiGroups": ["certificates.k8s.io"], "resources": ["certificatesigningrequests"],
-                          "verbs": ["create", "get", "list", "watch"]}]}),
-        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-               "metadata": {"name": "podtls-agent-csr-demo"},
-               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "podtls-agent"},
-               "subjects": [{"kind": "Group", "apiGroup": "rbac.authorization.k8s.io",
-                             "name": format!("system:serviceaccounts:{NS}")}]}),
     ] {
         apply(&admin, &doc).await?;
     }
