@@ -4,7 +4,8 @@
 # `-C target-feature=+crt-static`, release, for the host target), checked to be static,
 # then run in an empty root holding nothing but the binaries, an /etc/passwd with the
 # distroless `nonroot` user (65532) and a test credential, as that user:
-#   - `signer --help`, `demo-server --help`, `demo-client --help`;
+#   - `signer --help`, `demo-server --help`, `demo-client --help`, `podtls-agent --help`,
+#     and `podtls-agent probe` (the injected sidecar's startupProbe) refusing an empty folder;
 #   - demo-server serving TLS with the credential: curl from outside fetches /healthz,
 #     demo-client from inside the root fetches it by name (resolved through /etc/hosts, as
 #     in a pod: the static glibc's NSS `files` path) verifying the certificate;
@@ -24,7 +25,7 @@ done
 # Exactly the Dockerfile's build (minus the Docker cache mounts).
 target="$(rustc -vV | sed -n 's/^host: //p')"
 RUSTFLAGS="-C target-feature=+crt-static" \
-  cargo build --locked --release --target "$target" -p signer -p demo-server -p demo-client
+  cargo build --locked --release --target "$target" -p signer -p demo-server -p demo-client -p podtls-agent
 out="$CARGO_TARGET_DIR/$target/release"
 built=$SECONDS
 
@@ -39,7 +40,7 @@ trap cleanup EXIT
 # The image's root: the binaries (stripped, as in the image) and /etc/passwd.
 root="$work/root"
 mkdir -p "$root/usr/local/bin" "$root/etc" "$root/creds"
-for b in signer demo-server demo-client; do
+for b in signer demo-server demo-client podtls-agent; do
   if readelf -lW "$out/$b" | grep -q 'Requesting program interpreter'; then
     fail "$b has a program interpreter: not static"
   fi
@@ -73,11 +74,15 @@ in_root() {
   fi
 }
 
-for b in signer demo-server demo-client; do
+for b in signer demo-server demo-client podtls-agent; do
   help="$(in_root "/usr/local/bin/$b" --help)" || fail "$b --help failed in the empty root"
   grep -q 'Usage:' <<<"$help" || fail "$b --help printed no usage: $help"
 done
-echo "static-check: --help of signer, demo-server, demo-client ran in the empty root"
+echo "static-check: --help of signer, demo-server, demo-client, podtls-agent ran in the empty root"
+if (in_root /usr/local/bin/podtls-agent probe --credential-folder=/creds) 2>/dev/null; then
+  fail "podtls-agent probe passed on a folder without a credential bundle"
+fi
+echo "static-check: podtls-agent probe refused a folder without a credential bundle"
 
 # Port 0: demo-server prints the addresses it bound (`LISTENING https=ADDR admin=ADDR`).
 (in_root /usr/local/bin/demo-server --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \

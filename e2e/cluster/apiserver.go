@@ -60,7 +60,7 @@ type apiServer struct {
 	restarts int
 }
 
-func apiServerArgs(p *pki, etcdURL string, port int, dir string) []string {
+func apiServerArgs(p *pki, etcdURL string, port int, dir string, podCertificates bool) []string {
 	args := []string{
 		"--etcd-servers=" + etcdURL,
 		"--etcd-prefix=/registry",
@@ -83,6 +83,9 @@ func apiServerArgs(p *pki, etcdURL string, port int, dir string) []string {
 		"--endpoint-reconciler-type=none",
 		"--profiling=false",
 		"--v=1",
+	}
+	if !podCertificates {
+		return args
 	}
 	return append(args, apiserverVersionArgs...)
 }

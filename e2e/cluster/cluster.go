@@ -31,13 +31,19 @@ type options struct {
 	Tmpfs      bool
 	ExtraArgs  []string // appended to kube-apiserver's flags
 	AuditLog   bool     // Metadata-level audit log at <state-dir>/audit.log
+	// NoPodCertificates starts the release without the Pod Certificates API:
+	// kube-apiserver without the feature gates and runtime-config (the
+	// default of 1.35/1.36, and of most managed clusters), the kubelet
+	// stand-in with kubelet's no-op pod-certificate and trust-bundle managers
+	// (what kubelet runs with the gates off), no PCR cleaner.
+	NoPodCertificates bool
 }
 
 // State is what the harness publishes in <state-dir>/state.json and on
 // GET /state. Field names are the contract with the Rust tests.
 type State struct {
 	KubernetesVersion string            `json:"kubernetesVersion"`
-	PCRAPIVersion     string            `json:"pcrAPIVersion"`
+	PCRAPIVersion     string            `json:"pcrAPIVersion"` // "" without the Pod Certificates API
 	CTBAPIVersion     string            `json:"ctbAPIVersion"`
 	APIServerURL      string            `json:"apiServerURL"`
 	Kubeconfig        string            `json:"kubeconfig"`
@@ -97,7 +103,14 @@ func startCluster(parent context.Context, o options) (*cluster, error) {
 	}
 	// The kubelet code runs in this process: give it the same feature gates
 	// the cluster has (kubelet would be started with them).
-	if err := utilfeature.DefaultMutableFeatureGate.SetFromMap(featureGates); err != nil {
+	gates := featureGates
+	if o.NoPodCertificates {
+		gates = map[string]bool{}
+		for g := range featureGates {
+			gates[g] = false
+		}
+	}
+	if err := utilfeature.DefaultMutableFeatureGate.SetFromMap(gates); err != nil {
 		return nil, fmt.Errorf("feature gates: %w", err)
 	}
 
@@ -151,7 +164,7 @@ func startCluster(parent context.Context, o options) (*cluster, error) {
 	}
 
 	t0 = time.Now()
-	args := apiServerArgs(c.pki, c.etcdURL, port, o.StateDir)
+	args := apiServerArgs(c.pki, c.etcdURL, port, o.StateDir, !o.NoPodCertificates)
 	if o.AuditLog {
 		policy := filepath.Join(o.StateDir, "audit-policy.yaml")
 		if err := os.WriteFile(policy, []byte("apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n- level: Metadata\n"), 0o644); err != nil {
@@ -172,7 +185,7 @@ func startCluster(parent context.Context, o options) (*cluster, error) {
 	}
 	klog.InfoS("kube-apiserver ready", "url", url, "took", time.Since(t0))
 
-	if err := runControllers(ctx, c.adminCfg, c.pki.CA.CertPEM); err != nil {
+	if err := runControllers(ctx, c.adminCfg, c.pki.CA.CertPEM, !o.NoPodCertificates); err != nil {
 		return nil, fmt.Errorf("controllers: %w", err)
 	}
 
@@ -181,7 +194,7 @@ func startCluster(parent context.Context, o options) (*cluster, error) {
 		if err != nil {
 			return nil, err
 		}
-		k, err := newKubeletStandIn(ctx, n, filepath.Join(o.StateDir, "kubelet-"+n), cfg, o.SyncPeriod, o.Tmpfs, c.markDirty)
+		k, err := newKubeletStandIn(ctx, n, filepath.Join(o.StateDir, "kubelet-"+n), cfg, o.SyncPeriod, o.Tmpfs, !o.NoPodCertificates, c.markDirty)
 		if err != nil {
 			return nil, err
 		}
@@ -197,10 +210,14 @@ func startCluster(parent context.Context, o options) (*cluster, error) {
 	c.httpSrv = &http.Server{Handler: c.routes()}
 	go func() { _ = c.httpSrv.Serve(l) }()
 
+	pcrAPI, ctbAPI := "certificates.k8s.io/"+pcrVersion, "certificates.k8s.io/"+ctbVersion
+	if o.NoPodCertificates {
+		pcrAPI, ctbAPI = "", ""
+	}
 	c.baseState = State{
 		KubernetesVersion: k8sVersion,
-		PCRAPIVersion:     "certificates.k8s.io/" + pcrVersion,
-		CTBAPIVersion:     "certificates.k8s.io/" + ctbVersion,
+		PCRAPIVersion:     pcrAPI,
+		CTBAPIVersion:     ctbAPI,
 		APIServerURL:      url,
 		Kubeconfig:        kubeconfig,
 		NodeKubeconfigs:   nodeKubeconfigs,

@@ -8,7 +8,8 @@ package main
 //   - root-ca-cert-publisher: kube-root-ca.crt ConfigMaps, which the
 //     automounted kube-api-access-* projected volumes read;
 //   - namespace: lets Namespace deletion finish;
-//   - podcertificaterequest-cleaner: deletes PCRs 15 minutes after creation.
+//   - podcertificaterequest-cleaner: deletes PCRs 15 minutes after creation
+//     (only with the Pod Certificates API).
 // Not run: scheduler (tests set spec.nodeName), garbage collector, endpoints.
 
 import (
@@ -27,7 +28,7 @@ import (
 	"k8s.io/kubernetes/pkg/controller/serviceaccount"
 )
 
-func runControllers(ctx context.Context, cfg *rest.Config, rootCA []byte) error {
+func runControllers(ctx context.Context, cfg *rest.Config, rootCA []byte, podCertificates bool) error {
 	cfg = rest.CopyConfig(cfg)
 	cfg.UserAgent = "podtls-testcluster/controllers"
 	client, err := kubernetes.NewForConfig(cfg)
@@ -53,7 +54,9 @@ func runControllers(ctx context.Context, cfg *rest.Config, rootCA []byte) error 
 	nsc := namespacecontroller.NewNamespaceController(ctx, client, md,
 		client.Discovery().ServerPreferredNamespacedResources,
 		f.Core().V1().Namespaces(), 5*time.Minute, v1.FinalizerKubernetes)
-	runPCRCleaner(ctx, client, f)
+	if podCertificates {
+		runPCRCleaner(ctx, client, f)
+	}
 
 	f.Start(ctx.Done())
 	go sac.Run(ctx, 1)

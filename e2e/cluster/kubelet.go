@@ -119,7 +119,7 @@ type kubeletStandIn struct {
 	root      string
 	client    kubernetes.Interface
 	informers informers.SharedInformerFactory
-	pcm       *podcertificate.IssuingManager
+	pcm       podcertificate.Manager
 	ctbm      clustertrustbundle.Manager
 	pluginMgr *volume.VolumePluginMgr
 	host      *volumeHost
@@ -152,7 +152,7 @@ func (k *kubeletStandIn) GetPods() []*corev1.Pod {
 	return out
 }
 
-func newKubeletStandIn(ctx context.Context, nodeName, root string, cfg *rest.Config, syncPeriod time.Duration, tmpfs bool, onChange func()) (*kubeletStandIn, error) {
+func newKubeletStandIn(ctx context.Context, nodeName, root string, cfg *rest.Config, syncPeriod time.Duration, tmpfs, podCertificates bool, onChange func()) (*kubeletStandIn, error) {
 	cfg = rest.CopyConfig(cfg)
 	cfg.UserAgent = "kubelet-standin/" + nodeName
 	cfg.QPS, cfg.Burst = 200, 400
@@ -197,9 +197,18 @@ func newKubeletStandIn(ctx context.Context, nodeName, root string, cfg *rest.Con
 	}))
 	k.informers = byNode
 
+	// Without the Pod Certificates API kubelet runs its no-op managers
+	// (pkg/kubelet/kubelet.go, feature gates off).
 	var pcrInformer cache.SharedIndexInformer
-	k.pcm, pcrInformer = newIssuingManager(client, k, k.recorder, byNode, nodeInformers.Core().V1().Nodes(), types.NodeName(nodeName), k.clock)
-	k.ctbm = clustertrustbundle.NewLazyInformerManager(ctx, client, 2*110)
+	var issuing *podcertificate.IssuingManager
+	if podCertificates {
+		issuing, pcrInformer = newIssuingManager(client, k, k.recorder, byNode, nodeInformers.Core().V1().Nodes(), types.NodeName(nodeName), k.clock)
+		k.pcm = issuing
+		k.ctbm = clustertrustbundle.NewLazyInformerManager(ctx, client, 2*110)
+	} else {
+		k.pcm = &podcertificate.NoOpManager{}
+		k.ctbm = &clustertrustbundle.NoopManager{}
+	}
 
 	k.pluginMgr = &volume.VolumePluginMgr{}
 	k.host = newVolumeHost(k, tmpfs)
@@ -211,10 +220,12 @@ func newKubeletStandIn(ctx context.Context, nodeName, root string, cfg *rest.Con
 	// A PCR changed: the manager moves its state machine on its own queue,
 	// so look at the pod's volumes a little later (and again, in case the
 	// manager was slower than us).
-	_, _ = pcrInformer.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(obj any) { k.kickOwner(obj) },
-		UpdateFunc: func(_, obj any) { k.kickOwner(obj) },
-	})
+	if pcrInformer != nil {
+		_, _ = pcrInformer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+			AddFunc:    func(obj any) { k.kickOwner(obj) },
+			UpdateFunc: func(_, obj any) { k.kickOwner(obj) },
+		})
+	}
 
 	podInformer := byNode.Core().V1().Pods().Informer()
 	_, _ = podInformer.AddEventHandler(cache.ResourceEventHandlerFuncs{
@@ -235,16 +246,20 @@ func newKubeletStandIn(ctx context.Context, nodeName, root string, cfg *rest.Con
 	// CTBs are exercised) and resync pods that project a trust bundle.
 	ctbGVR := schema.GroupVersionResource{Group: "certificates.k8s.io", Version: ctbVersion, Resource: "clustertrustbundles"}
 	dynInformers := dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0)
-	_, _ = dynInformers.ForResource(ctbGVR).Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { k.kickTrustBundlePods() },
-		UpdateFunc: func(any, any) { k.kickTrustBundlePods() },
-		DeleteFunc: func(any) { k.kickTrustBundlePods() },
-	})
+	if podCertificates {
+		_, _ = dynInformers.ForResource(ctbGVR).Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+			AddFunc:    func(any) { k.kickTrustBundlePods() },
+			UpdateFunc: func(any, any) { k.kickTrustBundlePods() },
+			DeleteFunc: func(any) { k.kickTrustBundlePods() },
+		})
+	}
 
 	byNode.Start(ctx.Done())
 	nodeInformers.Start(ctx.Done())
 	dynInformers.Start(ctx.Done())
-	go k.pcm.Run(ctx)
+	if issuing != nil {
+		go issuing.Run(ctx)
+	}
 
 	for i := 0; i < 4; i++ {
 		go k.worker(ctx)

@@ -34,6 +34,7 @@ func main() {
 	var apiArgs stringList
 	flag.Var(&apiArgs, "apiserver-arg", "extra kube-apiserver flag, e.g. --apiserver-arg=--v=3 (repeatable; later flags win)")
 	audit := flag.Bool("audit-log", false, "write a Metadata-level audit log of every request to <state-dir>/audit.log (e.g. to count API requests per client)")
+	podCerts := flag.Bool("pod-certificates", true, "serve the Pod Certificates API (PodCertificateRequest, ClusterTrustBundle): false starts kube-apiserver without its feature gates and runtime-config, like a default 1.35/1.36 or a managed cluster, and the kubelet stand-in with kubelet's no-op pod-certificate managers")
 	tmpfs := flag.Bool("tmpfs", false, "back projected volumes with tmpfs like kubelet (needs root; default: plain directories)")
 	klog.InitFlags(nil)
 	flag.DurationVar(&objectCacheTTL, "object-cache-ttl", objectCacheTTL, "how long Secrets and ConfigMaps for projected volumes are cached (kubelet's \"Cache\" strategy)")
@@ -64,6 +65,8 @@ func main() {
 		Tmpfs:      *tmpfs,
 		ExtraArgs:  apiArgs,
 		AuditLog:   *audit,
+
+		NoPodCertificates: !*podCerts,
 	})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "podtls-testcluster: %v\n", err)

@@ -87,7 +87,8 @@ fn newest_source(dir: &Path) -> Result<SystemTime> {
 pub struct State {
     /// e.g. `1.35.4`.
     pub kubernetes_version: String,
-    /// `certificates.k8s.io/v1beta1` or `certificates.k8s.io/v1`.
+    /// `certificates.k8s.io/v1beta1` or `certificates.k8s.io/v1`; empty without
+    /// the Pod Certificates API.
     #[serde(rename = "pcrAPIVersion")]
     pub pcr_api_version: String,
     /// The API server, `https://127.0.0.1:PORT`.
@@ -183,6 +184,18 @@ impl TestCluster {
     /// Builds (if needed) and starts the harness with two nodes, the audit log and a
     /// short Secret cache, and waits for `READY`.
     pub fn start(release: Release) -> Result<TestCluster> {
+        Self::start_with(release, true)
+    }
+
+    /// [`TestCluster::start`] without the Pod Certificates API
+    /// (`--pod-certificates=false`): kube-apiserver without the feature gates and
+    /// runtime-config, like a default 1.35/1.36 or a managed cluster, and the
+    /// kubelet stand-in with kubelet's no-op pod-certificate managers.
+    pub fn start_without_pod_certificates(release: Release) -> Result<TestCluster> {
+        Self::start_with(release, false)
+    }
+
+    fn start_with(release: Release, pod_certificates: bool) -> Result<TestCluster> {
         let bin = harness_binary(release)?;
         let dir = tempfile::Builder::new()
             .prefix(&format!("podtls-e2e-{}-", release.as_str()))
@@ -192,6 +205,7 @@ impl TestCluster {
             .arg("--state-dir")
             .arg(dir.path())
             .args(["--audit-log", "--object-cache-ttl=1s", "--sync-period=2s"])
+            .arg(format!("--pod-certificates={pod_certificates}"))
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()

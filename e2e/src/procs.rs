@@ -1,4 +1,4 @@
-//! The project's binaries (signer, demo-server, demo-client) as local
+//! The project's binaries (signer, demo-server, demo-client, podtls-agent) as local
 //! processes: built from this workspace, logs captured to a file and a line
 //! stream, killed on drop.
 
@@ -45,6 +45,8 @@ fn build() -> Result<PathBuf> {
             "demo-server",
             "-p",
             "demo-client",
+            "-p",
+            "podtls-agent",
         ])
         .arg("--manifest-path")
         .arg(&manifest)
@@ -54,9 +56,9 @@ fn build() -> Result<PathBuf> {
     }
     let status = cargo.status().context("running cargo build")?;
     if !status.success() {
-        bail!("cargo build of signer, demo-server and demo-client failed");
+        bail!("cargo build of signer, demo-server, demo-client and podtls-agent failed");
     }
-    for b in ["signer", "demo-server", "demo-client"] {
+    for b in ["signer", "demo-server", "demo-client", "podtls-agent"] {
         if !profile_dir.join(b).exists() {
             bail!("{b} not found in {}", profile_dir.display());
         }

@@ -13,6 +13,7 @@ use anyhow::{bail, ensure, Context as _, Result};
 use podtls_e2e::*;
 
 mod ca_lifecycle;
+mod csr_path;
 mod denials;
 mod entitlement;
 mod faults;
@@ -104,6 +105,36 @@ fn release_1_37_federation() {
         let dir = cluster.keep_state();
         panic!(
             "Kubernetes 1.37 federation: {e:#}\n\nstate dir (kept; process logs in logs/): {}\n--- kube-apiserver log tail ---\n{tail}",
+            dir.display(),
+        );
+    }
+}
+
+/// The CertificateSigningRequest path (issue 13) on 1.35 WITHOUT the Pod
+/// Certificates API: its own cluster.
+#[test]
+fn release_1_35_csr_path() {
+    let _one = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let mut cluster = TestCluster::start_without_pod_certificates(Release::V1_35)
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let result = rt.block_on(csr_path::csr_path_suite(&cluster));
+    eprintln!(
+        "Kubernetes 1.35 CSR path: took {:?} (cluster start included)",
+        started.elapsed()
+    );
+    if let Err(e) = result {
+        let tail = cluster.apiserver_log_tail();
+        let dir = cluster.keep_state();
+        panic!(
+            "Kubernetes 1.35 CSR path: {e:#}\n\nstate dir (kept; process logs in csr-path/): {}\n--- kube-apiserver log tail ---\n{tail}",
             dir.display(),
         );
     }
