@@ -95,9 +95,12 @@ func (s *state) mint(id spiffeid.ID) *svid {
 		Subject:      pkix.Name{CommonName: "workload"},
 		NotBefore:    time.Now().Add(-time.Minute),
 		NotAfter:     time.Now().Add(s.ttl),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		URIs:         []*url.URL{id.URL()},
+		// basicConstraints cA=false present, as SPIRE writes it (the Rust
+		// `spiffe` crate requires the extension).
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		URIs:                  []*url.URL{id.URL()},
 	}
 	cert := sign(tmpl, ca.cert, key.Public(), ca.key)
 	der, err := x509.MarshalPKCS8PrivateKey(key)

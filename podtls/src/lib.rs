@@ -129,6 +129,7 @@ mod issuing_cluster;
 mod pem;
 mod pod_identity;
 mod pod_tls;
+mod publisher;
 mod resolver;
 mod serve;
 mod server_tls;
@@ -146,6 +147,9 @@ mod watcher;
 
 #[cfg(feature = "hyper")]
 pub mod http;
+
+#[cfg(feature = "workload-api")]
+mod workload_api;
 
 #[cfg(feature = "axum")]
 pub mod axum;
@@ -177,6 +181,7 @@ pub use crate::pod_identity::{
     PodIdentity, PodIdentityError, POD_IDENTITY_OID, POD_IDENTITY_OID_ARCS,
 };
 pub use crate::pod_tls::{PodTls, PodTlsBuilder};
+pub use crate::publisher::{check_anchors_trust_domain, IdentityPublisher, PublishError};
 pub use crate::resolver::CredentialResolver;
 pub use crate::serve::{serve, Accepted, ServeOptions, ServeStats};
 pub use crate::server_tls::{ClientAuth, ServerTls, ServerTlsBuilder};
@@ -197,6 +202,8 @@ pub use crate::verify::{
     VerifyError,
 };
 pub use crate::watcher::ReloadTiming;
+#[cfg(feature = "workload-api")]
+pub use crate::workload_api::{WorkloadApiSource, SPIFFE_ENDPOINT_SOCKET_ENV};
 
 pub use rustls;
 
