@@ -29,6 +29,11 @@
 //!   ([`VerifyError::DeFederated`], resumption included), a malformed one
 //!   keeps the last good anchors; status per trust domain in
 //!   [`PodTls::trust_domain_statuses`].
+//! - **Any identity source** ([`IdentityPublisher`]; the SPIFFE Workload API
+//!   with the `workload-api` feature: `WorkloadApiSource`): credentials and
+//!   trust bundles published from memory get the checks files get, are
+//!   refused by name when bad (the last good stays), and trust domains can
+//!   be withdrawn (de-federated) as with a credential folder.
 //! - **Pod identity** ([`PodIdentity`], [`IssuingCluster`]): what a verified leaf
 //!   says about its pod (the PodIdentity extension of Kubernetes' Pod Certificates
 //!   prototype) and the cluster that issued it, on [`PeerIdentity`] and usable by

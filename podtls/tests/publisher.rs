@@ -278,9 +278,44 @@ async fn withdrawing_a_peer_bundle_de_federates_its_next_handshake_on_either_sid
     assert!(b.is_de_federated() && !b.loaded);
 }
 
+#[tokio::test]
+async fn bundle_files_refuse_anchors_naming_another_trust_domain_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let foreign_pem = ca_naming_pem("spiffe://b.example");
+    // A `spiffe_bundle` file of a.example.
+    let file = dir.path().join("a.pem");
+    std::fs::write(&file, &foreign_pem).unwrap();
+    // A credential folder's a.example bundle.
+    let folder = dir.path().join("folder");
+    std::fs::create_dir(&folder).unwrap();
+    std::fs::write(
+        folder.join(podtls::trust_bundle_file_name(&td("a.example"))),
+        &foreign_pem,
+    )
+    .unwrap();
+    let from_file = podtls::PodTls::builder()
+        .spiffe_bundle(td("a.example"), &file)
+        .start()
+        .unwrap();
+    let from_folder = podtls::PodTls::builder()
+        .credential_folder(&folder)
+        .start()
+        .unwrap();
+    for pod in [from_file, from_folder] {
+        let store = pod.spiffe_bundles().store(&td("a.example")).unwrap();
+        let status = store.status();
+        assert!(store.current().is_none(), "never served");
+        let error = status.last_error.expect("refused");
+        assert!(
+            matches!(*error, Error::ForeignTrustAnchor { ref uri, .. } if uri == "spiffe://b.example"),
+            "{error}"
+        );
+    }
+}
+
 /// A self-signed CA whose URI SAN is `uri` (as SPIRE's CAs carry their trust
 /// domain's ID).
-fn ca_naming(uri: &str) -> CertificateDer<'static> {
+fn ca_naming_cert(uri: &str) -> rcgen::Certificate {
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     params.key_usages = vec![
@@ -291,5 +326,13 @@ fn ca_naming(uri: &str) -> CertificateDer<'static> {
         .subject_alt_names
         .push(rcgen::SanType::URI(uri.try_into().unwrap()));
     let key = rcgen::KeyPair::generate().unwrap();
-    params.self_signed(&key).unwrap().der().clone()
+    params.self_signed(&key).unwrap()
+}
+
+fn ca_naming(uri: &str) -> CertificateDer<'static> {
+    ca_naming_cert(uri).der().clone()
+}
+
+fn ca_naming_pem(uri: &str) -> String {
+    ca_naming_cert(uri).pem()
 }
