@@ -132,7 +132,7 @@ impl IdentityPublisher {
 
     /// Validates a chain (leaf first) and its private key at `now` and, if
     /// good, serves them from the next handshake on. The same chain as the
-    /// one served is a no-op (its status is refreshed).
+    /// one served is validated too, then a no-op (its status is refreshed).
     ///
     /// # Errors
     /// [`PublishError`] wrapping [`Error::MissingCertificate`],
@@ -146,16 +146,17 @@ impl IdentityPublisher {
         now: SystemTime,
     ) -> Result<(), PublishError> {
         let _writer = self.lock();
-        if self
-            .credentials
-            .current()
-            .is_some_and(|c| c.chain() == chain.as_slice())
-        {
-            self.credentials.confirm(now);
-            return Ok(());
-        }
         let origin = Origin::memory(&format!("credentials from {}", self.name));
         match Credentials::from_der(chain, key, &origin, self.leaf_kind, now) {
+            Ok(credentials)
+                if self
+                    .credentials
+                    .current()
+                    .is_some_and(|c| c.chain() == credentials.chain()) =>
+            {
+                self.credentials.confirm(now);
+                Ok(())
+            }
             Ok(credentials) => {
                 publish(&self.credentials, credentials, now);
                 check_certificate_health(&self.credentials, now, RENEWAL_WARNING);

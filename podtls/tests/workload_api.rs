@@ -177,16 +177,18 @@ async fn rotates_without_a_failed_request_and_de_federates_from_a_go_workload_ap
     let mut go = GoServer::start(dir.path());
     assert_eq!(go.line().await, "READY");
 
-    let server_pod =
-        WorkloadApiSource::new(format!("unix:{}", dir.path().join("server.sock").display()))
+    // Both endpoint spellings; a short backoff for the reconnect below.
+    let source = |endpoint: String| {
+        WorkloadApiSource::new(endpoint)
+            .backoff(Duration::from_millis(20), Duration::from_millis(200))
             .start()
-            .unwrap();
-    let client_pod = WorkloadApiSource::new(format!(
+            .unwrap()
+    };
+    let server_pod = source(format!("unix:{}", dir.path().join("server.sock").display()));
+    let client_pod = source(format!(
         "unix://{}",
         dir.path().join("client.sock").display()
-    ))
-    .start()
-    .unwrap();
+    ));
     server_pod.ready(Duration::from_secs(30)).await.unwrap();
     client_pod.ready(Duration::from_secs(30)).await.unwrap();
     let partner = parse_trust_domain("partner.example").unwrap();
@@ -343,4 +345,32 @@ async fn rotates_without_a_failed_request_and_de_federates_from_a_go_workload_ap
     assert!(server_pod.is_ready());
     let (server_serial, _) = request(&client_tls, addr).await.unwrap();
     assert_eq!(server_serial, served.last().unwrap().0);
+
+    // It comes back (another Go server on the same sockets, with new CAs):
+    // the sources reconnect, and its material is served, errors cleared.
+    let mut go = GoServer::start(dir.path());
+    assert_eq!(go.line().await, "READY");
+    let now_serving = go.command("serials").await;
+    let want = (
+        serial_in(&now_serving, SERVER_ID),
+        serial_in(&now_serving, CLIENT_ID),
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match request(&client_tls, addr).await {
+            Ok(seen) if seen == want => break,
+            other => assert!(
+                tokio::time::Instant::now() < deadline,
+                "not reconnected: {other:?}; {:?}",
+                server_pod.statuses()
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for pod in [&server_pod, &client_pod] {
+        wait_pod(pod, "errors cleared", |p| {
+            p.statuses().iter().all(|s| s.last_error.is_none())
+        })
+        .await;
+    }
 }

@@ -92,6 +92,25 @@ fn refuses_a_key_of_another_leaf_and_keeps_the_last_good() {
 }
 
 #[test]
+fn the_served_chain_with_another_key_is_refused_too() {
+    let p = publisher();
+    let ca = CertAuthority::new("a");
+    let good = svid(&ca, "spiffe://a.example/one");
+    let other = svid(&ca, "spiffe://a.example/one");
+    let now = SystemTime::now();
+    p.publish_credentials(good.chain_der.clone(), key(&good), now)
+        .unwrap();
+    let error = p
+        .publish_credentials(good.chain_der.clone(), key(&other), now)
+        .unwrap_err();
+    assert!(
+        matches!(error.error(), Error::KeyMismatch { .. }),
+        "{error}"
+    );
+    assert_eq!(served_serial(&p), Some(good.serial));
+}
+
+#[test]
 fn refuses_an_expired_or_not_yet_valid_leaf_at_the_given_now() {
     let p = publisher();
     let ca = CertAuthority::new("a");
