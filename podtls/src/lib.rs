@@ -186,7 +186,7 @@ pub use crate::pod_identity::{
     PodIdentity, PodIdentityError, POD_IDENTITY_OID, POD_IDENTITY_OID_ARCS,
 };
 pub use crate::pod_tls::{PodTls, PodTlsBuilder};
-pub use crate::publisher::{check_anchors_trust_domain, IdentityPublisher, PublishError};
+pub use crate::publisher::{IdentityPublisher, PublishError};
 pub use crate::resolver::CredentialResolver;
 pub use crate::serve::{serve, Accepted, ServeOptions, ServeStats};
 pub use crate::server_tls::{ClientAuth, ServerTls, ServerTlsBuilder};

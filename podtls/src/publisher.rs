@@ -155,6 +155,7 @@ impl IdentityPublisher {
                     .is_some_and(|c| c.chain() == credentials.chain()) =>
             {
                 self.credentials.confirm(now);
+                check_certificate_health(&self.credentials, now, RENEWAL_WARNING);
                 Ok(())
             }
             Ok(credentials) => {
@@ -360,7 +361,7 @@ fn same_set(a: &[CertificateDer<'static>], b: &[CertificateDer<'static>]) -> boo
 ///
 /// # Errors
 /// [`Error::ForeignTrustAnchor`] naming the certificate and the ID.
-pub fn check_anchors_trust_domain(
+pub(crate) fn check_anchors_trust_domain(
     trust_domain: &TrustDomain,
     bundle: &TrustBundle,
     origin: &Origin,
