@@ -15,6 +15,8 @@ package main
 //
 //	rotate        new key and certificate for every workload
 //	              -> "ROTATED <id>=<serial hex> ..." (big-endian, no leading zeros)
+//	expire        like rotate, but the new certificates expired an hour ago
+//	              -> "EXPIRED <id>=<serial hex> ..."
 //	drop TD       stop sending TD as a federated bundle  -> "DROPPED TD"
 //	add TD        send it again                         -> "ADDED TD"
 //	serials       the current serials                    -> "SERIALS <id>=<serial> ..."
@@ -88,13 +90,17 @@ func nextSerial() *big.Int {
 }
 
 func (s *state) mint(id spiffeid.ID) *svid {
+	return s.mintValid(id, time.Now().Add(-time.Minute), time.Now().Add(s.ttl))
+}
+
+func (s *state) mintValid(id spiffeid.ID, notBefore, notAfter time.Time) *svid {
 	ca := s.cas[id.TrustDomain()]
 	key := newKey()
 	tmpl := &x509.Certificate{
 		SerialNumber: nextSerial(),
 		Subject:      pkix.Name{CommonName: "workload"},
-		NotBefore:    time.Now().Add(-time.Minute),
-		NotAfter:     time.Now().Add(s.ttl),
+		NotBefore:    notBefore,
+		NotAfter:     notAfter,
 		// basicConstraints cA=false present, as SPIRE writes it (the Rust
 		// `spiffe` crate requires the extension).
 		BasicConstraintsValid: true,
@@ -260,6 +266,12 @@ func workloadAPI(args []string) {
 			}
 			st.bump()
 			fmt.Println("ROTATED " + st.serials())
+		case "expire":
+			for id := range st.svids {
+				st.svids[id] = st.mintValid(id, time.Now().Add(-2*time.Hour), time.Now().Add(-time.Hour))
+			}
+			st.bump()
+			fmt.Println("EXPIRED " + st.serials())
 		case "drop", "add":
 			td, err := spiffeid.TrustDomainFromString(arg)
 			if err != nil || st.cas[td] == nil {

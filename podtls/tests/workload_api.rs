@@ -4,11 +4,13 @@
 //!
 //! A server (cluster.local) and a client (partner.example), each fed by its
 //! own Workload API socket, talk mTLS continuously while the Go server rotates
-//! both SVIDs: no request may fail and the new serials must be served. Then
+//! both SVIDs: no request may fail and the new serials must be served; expired
+//! SVIDs over the stream are refused and the last good ones stay served. Then
 //! the Go server drops partner.example from the server's federated bundles:
 //! the server refuses the client (`VerifyError::DeFederated`) until it is
 //! added back. Last, the Workload API goes away: the last good material stays
-//! served and the status says why.
+//! served and the status says why, until a new server on the same sockets
+//! is picked up.
 //!
 //! Needs `go` (CI installs it; the test fails rather than skips without it).
 
@@ -284,6 +286,33 @@ async fn rotates_without_a_failed_request_and_de_federates_from_a_go_workload_ap
         }
         served.push(want);
     }
+
+    // Expired SVIDs over the same stream: refused by name (`Error::Expired`
+    // in both statuses), the last good ones stay served, no request fails.
+    let expired = go.command("expire").await;
+    assert!(expired.starts_with("EXPIRED"), "{expired}");
+    for pod in [&server_pod, &client_pod] {
+        wait_pod(pod, "the expired SVID refused", |p| {
+            p.credentials()
+                .unwrap()
+                .status()
+                .last_error
+                .is_some_and(|e| matches!(*e, podtls::Error::Expired { .. }))
+        })
+        .await;
+        assert!(pod.is_ready(), "still serving the last good SVID");
+    }
+    let before = load.ok.load(Ordering::Relaxed);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while load.ok.load(Ordering::Relaxed) < before + 20 {
+        assert!(tokio::time::Instant::now() < deadline, "no requests");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        *load.last.lock().unwrap(),
+        *served.last().unwrap(),
+        "the last good SVIDs are served"
+    );
     load.stop.store(true, Ordering::Relaxed);
     for l in loops {
         l.await.unwrap();
@@ -292,7 +321,7 @@ async fn rotates_without_a_failed_request_and_de_federates_from_a_go_workload_ap
         load.ok.load(Ordering::Relaxed),
         load.failed.load(Ordering::Relaxed),
     );
-    eprintln!("requests during 3 rotations: {ok} ok, {failed} failed");
+    eprintln!("requests during 3 rotations and an expired update: {ok} ok, {failed} failed");
     assert_eq!(
         failed,
         0,
