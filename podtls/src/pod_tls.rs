@@ -155,11 +155,11 @@ impl PodTls {
 
     /// True when every configured store holds good material.
     ///
-    /// With a credential folder or a published source: the credentials are loaded and so is the
-    /// bundle of the workload's **own** trust domain (an own bundle that is
-    /// missing, empty or de-federated makes the pod not ready: its peers of
-    /// the same trust domain are refused). Peer trust domains come and go
-    /// with federation and do not count.
+    /// With a credential folder or a published source: the credentials are
+    /// loaded and so is the bundle of the workload's **own** trust domain
+    /// (an own bundle that is missing, empty or de-federated makes the pod
+    /// not ready: its peers of the same trust domain are refused). Peer
+    /// trust domains come and go with federation and do not count.
     pub fn is_ready(&self) -> bool {
         if self.folder.is_some() || self.source.is_some() {
             return self

@@ -67,7 +67,8 @@ pub enum Health {
     /// (peers will reject it), reported as an error.
     Expired,
     /// The source withdrew the material on purpose (a credential folder's
-    /// trust bundle removed or emptied: the trust domain is de-federated).
+    /// trust bundle removed or emptied, [`crate::IdentityPublisher::withdraw_bundle`]:
+    /// the trust domain is de-federated).
     /// Nothing is served; users of this store fail closed.
     Withdrawn,
 }

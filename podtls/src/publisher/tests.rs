@@ -324,11 +324,14 @@ fn renewal_overdue_and_expiry_show_in_the_health() {
 fn concurrent_publishers_never_lose_a_trust_domain() {
     let p = publisher();
     let ca = CertAuthority::new("x");
+    let (threads, each) = (8, 200);
+    let start = std::sync::Barrier::new(threads);
     std::thread::scope(|scope| {
-        for t in 0..4 {
-            let (p, ca) = (p.clone(), &ca);
+        for t in 0..threads {
+            let (p, ca, start) = (p.clone(), &ca, &start);
             scope.spawn(move || {
-                for i in 0..25 {
+                start.wait();
+                for i in 0..each {
                     let td = td(&format!("t{t}-{i}.example"));
                     p.publish_bundle(&td, vec![ca.cert_der().clone()], SystemTime::now())
                         .unwrap();
@@ -336,5 +339,5 @@ fn concurrent_publishers_never_lose_a_trust_domain() {
             });
         }
     });
-    assert_eq!(p.spiffe_bundles().trust_domains().len(), 100);
+    assert_eq!(p.spiffe_bundles().trust_domains().len(), threads * each);
 }
