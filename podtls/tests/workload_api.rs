@@ -403,3 +403,29 @@ async fn rotates_without_a_failed_request_and_de_federates_from_a_go_workload_ap
         .await;
     }
 }
+
+#[tokio::test]
+async fn an_unreachable_workload_api_fails_closed_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("nobody.sock");
+    let pod = WorkloadApiSource::new(format!("unix:{}", socket.display()))
+        .backoff(Duration::from_millis(10), Duration::from_millis(50))
+        .start()
+        .unwrap();
+    let error = pod.ready(Duration::from_millis(500)).await.unwrap_err();
+    let message = error.to_string();
+    assert!(
+        matches!(error, podtls::Error::NotReady { .. }) && message.contains("nobody.sock"),
+        "{message}"
+    );
+    assert!(!pod.is_ready());
+    assert!(pod.credentials().unwrap().current().is_none(), "closed");
+    let status = pod.credentials().unwrap().status();
+    assert!(
+        matches!(
+            status.last_error.as_deref(),
+            Some(podtls::Error::SourceFailed { what, .. }) if what.contains("nobody.sock")
+        ),
+        "{status:?}"
+    );
+}
