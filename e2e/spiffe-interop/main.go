@@ -7,6 +7,9 @@
 //	    federation.NewHandler over HTTPS on 127.0.0.1; writes DIR/td-ca.pem (the trust
 //	    domain's CA) and DIR/web-ca.pem (web profile); prints "LISTEN <port>"; serves
 //	    until standard input closes.
+//	spiffe-interop workload-api -workload ID=SOCKET ...
+//	    a SPIFFE Workload API server on unix sockets, minting and rotating SVIDs
+//	    (workload_api.go; podtls' tests/workload_api.rs).
 package main
 
 import (
@@ -40,13 +43,15 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fail("usage: spiffe-interop fetch|serve ...")
+		fail("usage: spiffe-interop fetch|serve|workload-api ...")
 	}
 	switch os.Args[1] {
 	case "fetch":
 		fetch(os.Args[2:])
 	case "serve":
 		serve(os.Args[2:])
+	case "workload-api":
+		workloadAPI(os.Args[2:])
 	default:
 		fail("unknown command " + os.Args[1])
 	}

@@ -253,6 +253,33 @@ pub enum Error {
         detail: String,
     },
 
+    /// A trust anchor published for one SPIFFE trust domain names another
+    /// trust domain in its URI SAN (SPIRE's CA certificates carry
+    /// `spiffe://<trust domain>`): a CA of one trust domain never vouches
+    /// for another, so the bundle is refused.
+    #[error("{origin}: certificate #{index} names {uri} but is given as a trust anchor of {trust_domain}")]
+    ForeignTrustAnchor {
+        /// Where the bundle came from.
+        origin: Origin,
+        /// The certificate's position in the bundle.
+        index: usize,
+        /// The trust domain the bundle was given for.
+        trust_domain: String,
+        /// The SPIFFE ID the certificate names.
+        uri: String,
+    },
+
+    /// A source of material outside the file system (for example the SPIFFE
+    /// Workload API) failed; the last good material is still served.
+    #[error("{what}: {cause}")]
+    SourceFailed {
+        /// The source (for example "SPIFFE Workload API unix:/run/spire/agent.sock").
+        what: String,
+        /// What went wrong.
+        #[source]
+        cause: Box<dyn std::error::Error + Send + Sync>,
+    },
+
     /// A SPIFFE ID or trust domain given in configuration is invalid.
     #[error("invalid SPIFFE ID or trust domain {value:?}: {reason}")]
     InvalidSpiffeId {

@@ -29,6 +29,11 @@
 //!   ([`VerifyError::DeFederated`], resumption included), a malformed one
 //!   keeps the last good anchors; status per trust domain in
 //!   [`PodTls::trust_domain_statuses`].
+//! - **Any identity source** ([`IdentityPublisher`]; the SPIFFE Workload API
+//!   with the `workload-api` feature: `WorkloadApiSource`): credentials and
+//!   trust bundles published from memory get the checks files get, are
+//!   refused by name when bad (the last good stays), and trust domains can
+//!   be withdrawn (de-federated) as with a credential folder.
 //! - **Pod identity** ([`PodIdentity`], [`IssuingCluster`]): what a verified leaf
 //!   says about its pod (the PodIdentity extension of Kubernetes' Pod Certificates
 //!   prototype) and the cluster that issued it, on [`PeerIdentity`] and usable by
@@ -129,6 +134,7 @@ mod issuing_cluster;
 mod pem;
 mod pod_identity;
 mod pod_tls;
+mod publisher;
 mod resolver;
 mod serve;
 mod server_tls;
@@ -146,6 +152,9 @@ mod watcher;
 
 #[cfg(feature = "hyper")]
 pub mod http;
+
+#[cfg(feature = "workload-api")]
+mod workload_api;
 
 #[cfg(feature = "axum")]
 pub mod axum;
@@ -177,6 +186,7 @@ pub use crate::pod_identity::{
     PodIdentity, PodIdentityError, POD_IDENTITY_OID, POD_IDENTITY_OID_ARCS,
 };
 pub use crate::pod_tls::{PodTls, PodTlsBuilder};
+pub use crate::publisher::{IdentityPublisher, PublishError};
 pub use crate::resolver::CredentialResolver;
 pub use crate::serve::{serve, Accepted, ServeOptions, ServeStats};
 pub use crate::server_tls::{ClientAuth, ServerTls, ServerTlsBuilder};
@@ -197,6 +207,8 @@ pub use crate::verify::{
     VerifyError,
 };
 pub use crate::watcher::ReloadTiming;
+#[cfg(feature = "workload-api")]
+pub use crate::workload_api::{WorkloadApiSource, SPIFFE_ENDPOINT_SOCKET_ENV};
 
 pub use rustls;
 

@@ -26,10 +26,11 @@ enum CredentialFiles {
     Folder(PathBuf),
 }
 
-/// A pod's TLS material, hot-reloaded from files.
+/// A pod's TLS material, hot-reloaded from files or fed by another source
+/// ([`crate::IdentityPublisher`], the Workload API).
 ///
-/// Dropping the last handle stops the watcher; the stores it handed out keep
-/// their last material.
+/// Dropping the last handle stops the watcher (or the source's task); the
+/// stores it handed out keep their last material.
 #[derive(Clone)]
 pub struct PodTls {
     credentials: Option<Store<Credentials>>,
@@ -37,7 +38,14 @@ pub struct PodTls {
     spiffe: SpiffeBundles,
     /// The credential folder, when the material comes from one.
     folder: Option<PathBuf>,
-    reloader: Arc<Reloader>,
+    /// The source's name, when the material is published by one
+    /// ([`crate::IdentityPublisher`]): trust domains come and go as with a
+    /// folder.
+    source: Option<Arc<str>>,
+    /// The file watcher (none for a published source).
+    reloader: Option<Arc<Reloader>>,
+    /// What keeps a published source running (its task), if anything.
+    _source_task: Option<Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 impl std::fmt::Debug for PodTls {
@@ -47,6 +55,7 @@ impl std::fmt::Debug for PodTls {
             .field("roots", &self.roots)
             .field("spiffe", &self.spiffe)
             .field("folder", &self.folder)
+            .field("source", &self.source)
             .finish()
     }
 }
@@ -80,6 +89,26 @@ impl PodTls {
     /// The SPIFFE bundles, keyed by trust domain (possibly none).
     pub fn spiffe_bundles(&self) -> &SpiffeBundles {
         &self.spiffe
+    }
+
+    /// A [`PodTls`] over stores a source publishes into
+    /// ([`crate::IdentityPublisher::pod_tls`]); `task` lives as long as the
+    /// last handle.
+    pub(crate) fn from_source(
+        name: Arc<str>,
+        credentials: Store<Credentials>,
+        spiffe: SpiffeBundles,
+        task: Option<Arc<dyn std::any::Any + Send + Sync>>,
+    ) -> PodTls {
+        PodTls {
+            credentials: Some(credentials),
+            roots: None,
+            spiffe,
+            folder: None,
+            source: Some(name),
+            reloader: None,
+            _source_task: task,
+        }
     }
 
     /// The status of every store: the credentials, the roots, and every
@@ -126,13 +155,13 @@ impl PodTls {
 
     /// True when every configured store holds good material.
     ///
-    /// With a credential folder: the credentials are loaded and so is the
-    /// bundle of the workload's **own** trust domain (an own bundle that is
-    /// missing, empty or de-federated makes the pod not ready: its peers of
-    /// the same trust domain are refused). Peer trust domains come and go
-    /// with federation and do not count.
+    /// With a credential folder or a published source: the credentials are
+    /// loaded and so is the bundle of the workload's **own** trust domain
+    /// (an own bundle that is missing, empty or de-federated makes the pod
+    /// not ready: its peers of the same trust domain are refused). Peer
+    /// trust domains come and go with federation and do not count.
     pub fn is_ready(&self) -> bool {
-        if self.folder.is_some() {
+        if self.folder.is_some() || self.source.is_some() {
             return self
                 .credentials
                 .as_ref()
@@ -146,7 +175,7 @@ impl PodTls {
     }
 
     /// Waits until every configured store holds good material (with a
-    /// credential folder, what [`PodTls::is_ready`] says).
+    /// credential folder or a published source, what [`PodTls::is_ready`] says).
     ///
     /// # Errors
     /// [`Error::NotReady`] naming the first store that did not load in time
@@ -161,7 +190,12 @@ impl PodTls {
             r.ready(left()).await?;
         }
         if let Some(folder) = &self.folder {
-            return self.own_bundle_ready(folder, deadline).await;
+            let what = format!("own trust domain bundle in {}", folder.display());
+            return self.own_bundle_ready(what, deadline).await;
+        }
+        if let Some(source) = &self.source {
+            let what = format!("own trust domain bundle from {source}");
+            return self.own_bundle_ready(what, deadline).await;
         }
         for td in self.spiffe.trust_domains() {
             if let Some(s) = self.spiffe.store(&td) {
@@ -171,12 +205,13 @@ impl PodTls {
         Ok(())
     }
 
-    /// Waits for the own trust domain's bundle of a credential folder: its
-    /// store may not exist yet (no file), so this waits on the store once
-    /// it exists and re-checks at least every 50 ms.
+    /// Waits for the own trust domain's bundle of a credential folder or a
+    /// published source: its store may not exist yet (no file, nothing
+    /// published), so this waits on the store once it exists and re-checks
+    /// at least every 50 ms.
     async fn own_bundle_ready(
         &self,
-        folder: &Path,
+        what: String,
         deadline: tokio::time::Instant,
     ) -> Result<(), Error> {
         let started = tokio::time::Instant::now();
@@ -192,14 +227,15 @@ impl PodTls {
                     .and_then(|td| self.spiffe.store(td))
                     .and_then(|s| s.status().last_error.map(|e| e.to_string()))
                     .unwrap_or_else(|| match &own {
-                        Some(td) => format!(
+                        Some(td) if self.folder.is_some() => format!(
                             "no usable {} in the folder",
                             crate::credential_folder::trust_bundle_file_name(td)
                         ),
+                        Some(td) => format!("no bundle published for {td}"),
                         None => "the credentials carry no SPIFFE ID".into(),
                     });
                 return Err(Error::NotReady {
-                    what: format!("own trust domain bundle in {}", folder.display()),
+                    what,
                     waited: now - started,
                     last_error,
                 });
@@ -218,9 +254,12 @@ impl PodTls {
         }
     }
 
-    /// Re-reads every file now, without waiting for an event or the poll.
+    /// Re-reads every file now, without waiting for an event or the poll
+    /// (nothing to do for a published source).
     pub fn reload_now(&self) {
-        self.reloader.reload_now();
+        if let Some(reloader) = &self.reloader {
+            reloader.reload_now();
+        }
     }
 }
 
@@ -388,13 +427,18 @@ impl PodTlsBuilder {
         });
         let roots = self
             .roots
-            .map(|path| bundle_source(&mut sources, "roots", &path));
+            .map(|path| bundle_source(&mut sources, "roots", &path, None));
         let mut spiffe = Vec::new();
         for (td, path) in self.spiffe {
             if spiffe.iter().any(|(t, _)| t == &td) {
                 return Err(Error::Config(format!("trust domain {td} given twice")));
             }
-            let store = bundle_source(&mut sources, &format!("SPIFFE bundle {td}"), &path);
+            let store = bundle_source(
+                &mut sources,
+                &format!("SPIFFE bundle {td}"),
+                &path,
+                Some(td.clone()),
+            );
             spiffe.push((td, store));
         }
         let reloader = Reloader::start(sources, self.timing)?;
@@ -403,7 +447,9 @@ impl PodTlsBuilder {
             roots,
             spiffe: folder_bundles.unwrap_or_else(|| SpiffeBundles::new(spiffe)),
             folder,
-            reloader: Arc::new(reloader),
+            source: None,
+            reloader: Some(Arc::new(reloader)),
+            _source_task: None,
         })
     }
 }
@@ -412,13 +458,22 @@ fn bundle_source(
     sources: &mut Vec<Box<dyn Reload>>,
     what: &str,
     path: &Path,
+    trust_domain: Option<TrustDomain>,
 ) -> Store<TrustBundle> {
     let store = Store::empty(format!("{what} {}", path.display()));
     let origin = Origin::file(path);
     sources.push(Box::new(FileSource::new(
         store.clone(),
         vec![path.to_path_buf()],
-        move |files, _now| TrustBundle::from_pem(&files[0], &origin),
+        move |files, _now| {
+            let bundle = TrustBundle::from_pem(&files[0], &origin)?;
+            // A SPIFFE bundle's anchors may not name another trust domain
+            // (the rule every source follows, `IdentityPublisher`).
+            if let Some(td) = &trust_domain {
+                crate::publisher::check_anchors_trust_domain(td, &bundle, &origin)?;
+            }
+            Ok(bundle)
+        },
     )));
     store
 }

@@ -67,7 +67,8 @@ pub enum Health {
     /// (peers will reject it), reported as an error.
     Expired,
     /// The source withdrew the material on purpose (a credential folder's
-    /// trust bundle removed or emptied: the trust domain is de-federated).
+    /// trust bundle removed or emptied, [`crate::IdentityPublisher::withdraw_bundle`]:
+    /// the trust domain is de-federated).
     /// Nothing is served; users of this store fail closed.
     Withdrawn,
 }
@@ -283,9 +284,24 @@ impl<T: Material> Store<T> {
 
     /// Records a failed load; the current material (if any) stays.
     pub(crate) fn fail(&self, error: Error, now: SystemTime) {
+        self.fail_shared(Arc::new(error), now);
+    }
+
+    /// [`Store::fail`] with an error also handed to someone else.
+    pub(crate) fn fail_shared(&self, error: Arc<Error>, now: SystemTime) {
         self.inner.status.send_modify(|s| {
             s.last_attempt = Some(now);
-            s.last_error = Some(Arc::new(error));
+            s.last_error = Some(error);
+        });
+    }
+
+    /// Records a successful load of material that did not change (the
+    /// current material stays, a previous error is cleared); notifies
+    /// subscribers only when there was an error.
+    pub(crate) fn confirm(&self, now: SystemTime) {
+        self.inner.status.send_if_modified(|s| {
+            s.last_attempt = Some(now);
+            s.last_error.take().is_some()
         });
     }
 

@@ -1,6 +1,7 @@
 //! podtls' default features pull in no gRPC stack and none of the
 //! integration frameworks; the `tonic` feature pulls in tonic alone (no
-//! transport, no codegen, no prost). Checked on the resolved dependency
+//! transport, no codegen, no prost); `workload-api` is the one feature that
+//! brings the gRPC stack (tonic's transport, prost). Checked on the resolved dependency
 //! graph (`cargo tree -e normal`), which is what a service depending on
 //! podtls compiles.
 
@@ -84,5 +85,36 @@ fn the_axum_feature_pulls_in_axum_core_only() {
     assert!(deps.contains("axum-core"));
     for name in ["axum", "tonic", "prost", "reqwest"] {
         assert!(!deps.contains(name), "the axum feature pulls in {name}");
+    }
+}
+
+/// What a gRPC client brings: tonic's transport and its codec (prost).
+const GRPC_STACK: &[&str] = &[
+    "tonic",
+    "prost",
+    "prost-types",
+    "tonic-prost",
+    "tower",
+    "hyper-timeout",
+];
+
+#[test]
+fn the_workload_api_feature_is_the_only_one_that_pulls_in_the_grpc_stack() {
+    let with = dependencies(&["workload-api"]);
+    for name in GRPC_STACK {
+        assert!(with.contains(*name), "workload-api lacks {name}: {with:?}");
+    }
+    // Every other feature at once: tonic (the `tonic` feature's, without its
+    // transport) and nothing else of the stack.
+    let others = dependencies(&["hyper", "axum", "tonic", "test-util"]);
+    for name in GRPC_STACK.iter().filter(|n| **n != "tonic") {
+        assert!(
+            !others.contains(*name),
+            "a feature other than workload-api pulls in {name}"
+        );
+    }
+    let default = dependencies(&[]);
+    for name in GRPC_STACK {
+        assert!(!default.contains(*name), "{name} is a default dependency");
     }
 }

@@ -185,7 +185,11 @@ impl FolderSource {
         match publish(
             &store,
             &path,
-            || TrustBundle::from_pem(&bytes, &origin),
+            || {
+                TrustBundle::from_pem(&bytes, &origin).and_then(|b| {
+                    crate::publisher::check_anchors_trust_domain(td, &b, &origin).map(|()| b)
+                })
+            },
             now,
         ) {
             Ok(()) => {
