@@ -56,7 +56,7 @@ impl Setup {
             .collect::<Result<Vec<_>, _>>()
             .map_err(anyhow::Error::msg)?;
         let spiffe_mode = args.server_spiffe_id.is_some() || args.server_trust_domain.is_some();
-        let mut builder = PodTls::builder().timing(podtls::ReloadTiming::default());
+        let mut builder = PodTls::builder().timing(podtls::reload::ReloadTiming::default());
         let mut server_td = None;
         let folder = args.credential_folder.is_some();
         if let Some(folder) = &args.credential_folder {

@@ -34,12 +34,12 @@ pub async fn run(setup: &Setup, interval: Duration, count: Option<u64>, max_age:
                     .pod
                     .credentials()
                     .and_then(|c| match c.status().summary {
-                        Some(podtls::Summary::Certificate(ci)) => Some(ci.serial),
+                        Some(podtls::reload::Summary::Certificate(ci)) => Some(ci.serial),
                         _ => None,
                     })
             })
             .unwrap_or_else(|| "-".into());
-        let now = podtls::format_time(std::time::SystemTime::now());
+        let now = podtls::certificate::format_time(std::time::SystemTime::now());
         let line = match out.status {
             // `server_trust_domain=` only for a SPIFFE server, after the
             // serials, so readers of the older line still find their fields.

@@ -11,14 +11,14 @@ use crate::authorizer::Authorizer;
 use crate::credentials::Credentials;
 use crate::error::Error;
 use crate::handshake::DEFAULT_HANDSHAKE_TIMEOUT;
-use crate::resolver::CredentialResolver;
+use crate::peer_verification::{check_dns_server, verify_spiffe_peer, PeerRole, VerifyError};
+use crate::rustls_adapters::{
+    ClientHooks, ClientTweaks, CredentialResolver, DnsServerVerifier, SpiffeServerVerifier,
+};
 use crate::session::{Generation, PerGeneration, SESSION_CACHE_SIZE};
 use crate::spiffe_bundles::SpiffeBundles;
 use crate::store::Store;
 use crate::trust_bundle::TrustBundle;
-use crate::tweaks::{ClientHooks, ClientTweaks};
-use crate::verifier::{DnsServerVerifier, SpiffeServerVerifier};
-use crate::verify::{check_dns_server, verify_spiffe_peer, PeerRole, VerifyError};
 
 /// How a client verifies the server.
 #[derive(Debug, Clone)]

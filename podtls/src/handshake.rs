@@ -20,8 +20,8 @@ use rustls_pki_types::{ServerName, UnixTime};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::client_tls::ClientTls;
+use crate::peer_verification::{PeerAuth, VerifyError};
 use crate::server_tls::ServerTls;
-use crate::verify::{PeerAuth, VerifyError};
 
 /// The default deadline of a whole TLS handshake.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

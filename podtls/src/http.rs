@@ -14,9 +14,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use crate::conn_age::ConnectionDeadline;
+use crate::peer_verification::PeerAuth;
 use crate::serve::{serve, Accepted, ServeOptions, ServeStats};
 use crate::server_tls::ServerTls;
-use crate::verify::PeerAuth;
 
 mod connector;
 mod streams;

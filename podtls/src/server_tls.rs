@@ -11,13 +11,27 @@ use crate::authorizer::Authorizer;
 use crate::credentials::Credentials;
 use crate::error::Error;
 use crate::handshake::DEFAULT_HANDSHAKE_TIMEOUT;
-use crate::resolver::CredentialResolver;
+use crate::peer_verification::{verify_spiffe_peer, PeerAuth, PeerIdentity, PeerRole, VerifyError};
+use crate::rustls_adapters::{CredentialResolver, ServerHooks, ServerTweaks, SpiffeClientVerifier};
 use crate::session::{Generation, PerGeneration, SESSION_CACHE_SIZE};
 use crate::spiffe_bundles::SpiffeBundles;
 use crate::store::Store;
-use crate::tweaks::{ServerHooks, ServerTweaks};
-use crate::verifier::{ClientCertMode, SpiffeClientVerifier};
-use crate::verify::{verify_spiffe_peer, PeerAuth, PeerIdentity, PeerRole, VerifyError};
+
+/// Whether a SPIFFE client certificate is required.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientCertMode {
+    /// No certificate, or a certificate that fails verification or policy:
+    /// the handshake fails.
+    Required,
+    /// The certificate is requested but the handshake succeeds without it, and
+    /// verification is *deferred*: the server application gets a
+    /// [`crate::PeerAuth`] (`Anonymous`, `Verified` or `Rejected` with the
+    /// reason) from [`crate::ServerTls::peer_auth`] or the tokio / hyper helpers. Use it
+    /// when the application wants to answer "401, because ..." instead of
+    /// dropping the connection. Never read `peer_certificates()` directly in
+    /// this mode: they are not verified.
+    Optional,
+}
 
 /// SPIFFE client authentication on a server.
 #[derive(Debug, Clone)]

@@ -29,7 +29,7 @@
 
 use std::sync::Arc;
 
-use crate::verify::{PeerAuth, PeerIdentity};
+use crate::peer_verification::{PeerAuth, PeerIdentity};
 
 /// The [`PeerAuth`] of a request served through podtls, if it was.
 pub fn peer_auth<T>(request: &::tonic::Request<T>) -> Option<&PeerAuth> {

@@ -9,9 +9,10 @@ use std::time::SystemTime;
 use common::*;
 use podtls::test_util::{CertAuthority, Issued, LeafSpec};
 use podtls::{
-    verify_dns_server, verify_spiffe_peer, Authorizer, ClientAuth, ClientTls, IssuingCluster,
-    PeerAuth, PeerRole, PodIdentity, ServerAuth, ServerTls, SpiffeBundles, VerifyError,
-    POD_IDENTITY_OID_ARCS, SUBJECT_INFO_ACCESS_OID_ARCS,
+    certificate::POD_IDENTITY_OID_ARCS, certificate::SUBJECT_INFO_ACCESS_OID_ARCS,
+    verification::verify_dns_server, verification::verify_spiffe_peer, verification::PeerRole,
+    Authorizer, ClientAuth, ClientTls, IssuingCluster, PeerAuth, PodIdentity, ServerAuth,
+    ServerTls, SpiffeBundles, VerifyError,
 };
 use rustls::pki_types::{ServerName, UnixTime};
 

@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, SystemTime};
 
 use podtls::test_util::{CertAuthority, KeyType, LeafSpec};
-use podtls::{Credentials, Error, LeafKind, Origin, SvidError, TrustBundle};
+use podtls::{error::SvidError, Credentials, Error, LeafKind, Origin, TrustBundle};
 
 fn origin() -> Origin {
     Origin::memory("test bundle")

@@ -119,7 +119,7 @@ impl LeafSpec {
     }
 
     /// Adds an extension (OID arcs, DER value, critical), e.g. a PodIdentity
-    /// ([`crate::POD_IDENTITY_OID_ARCS`]).
+    /// ([`crate::certificate::POD_IDENTITY_OID_ARCS`]).
     pub fn extension(mut self, oid: &[u64], value: Vec<u8>, critical: bool) -> Self {
         self.extensions.push((oid.to_vec(), value, critical));
         self
@@ -343,7 +343,7 @@ impl CertAuthority {
             params.custom_extensions.push(ext);
         }
         let cert = params.signed_by(&key, &self.issuer).expect("sign leaf");
-        let serial = crate::CertInfo::from_der(cert.der())
+        let serial = crate::certificate::CertInfo::from_der(cert.der())
             .expect("parse issued leaf")
             .serial;
         let mut chain_pem = cert.pem();
