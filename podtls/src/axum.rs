@@ -29,6 +29,10 @@ use axum_core::response::{IntoResponse, Response};
 use http::request::Parts;
 use http::StatusCode;
 
+/// The axum-core whose extractor and response traits this module implements,
+/// re-exported on purpose.
+pub use axum_core;
+
 use crate::peer_verification::{PeerAuth, PeerIdentity};
 
 /// The verified client of a request served by podtls: the whole

@@ -81,6 +81,7 @@ pub struct ClientTls {
     config: Arc<ClientConfig>,
     resuming: Option<Arc<PerGeneration<ClientConfig>>>,
     server_auth: ServerAuth,
+    credentials: Option<Store<Credentials>>,
     generation: Generation,
     handshake_timeout: Duration,
 }
@@ -143,6 +144,12 @@ impl ClientTls {
         &self.server_auth
     }
 
+    /// The live credentials presented when a server asks for a client
+    /// certificate, if any.
+    pub fn client_credentials(&self) -> Option<&Store<Credentials>> {
+        self.credentials.as_ref()
+    }
+
     /// The deadline [`ClientTls::connect`] gives a whole handshake.
     pub fn handshake_timeout(&self) -> Duration {
         self.handshake_timeout
@@ -187,6 +194,7 @@ impl std::fmt::Debug for ClientTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClientTls")
             .field("server_auth", &self.server_auth)
+            .field("credentials", &self.credentials)
             .field("resuming", &self.resuming)
             .field("handshake_timeout", &self.handshake_timeout)
             .finish()
@@ -301,7 +309,7 @@ impl ClientTlsBuilder {
         }
         config.resumption = rustls::client::Resumption::disabled();
         let auth = self.server_auth.clone();
-        let creds = self.credentials;
+        let creds = self.credentials.clone();
         let generation: Generation =
             Arc::new(move || auth.generation() + creds.as_ref().map_or(0, Store::generation));
         let resuming = self
@@ -311,6 +319,7 @@ impl ClientTlsBuilder {
             config: Arc::new(config),
             resuming,
             server_auth: self.server_auth,
+            credentials: self.credentials,
             generation,
             handshake_timeout: self.handshake_timeout,
         })

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 pub use crate::authorizer::Unauthorized;
 pub use crate::handshake::HandshakeError;
 pub use crate::issuing_cluster::IssuingClusterError;
+pub use crate::key_type::UnknownKeyType;
 pub use crate::peer_verification::{ChainFailure, ExtensionError, VerifyError};
 pub use crate::pod_identity::PodIdentityError;
 pub use crate::spiffe_id::SpiffeIdError;

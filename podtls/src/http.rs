@@ -23,7 +23,15 @@ mod streams;
 mod unsent;
 
 pub use connector::{HttpsConnector, ServerInfo, TlsConnection};
+
+// The crates whose types this module's signatures use (requests, responses,
+// bodies, the connector's `Service` and `Connection`), re-exported on purpose:
+// the exact versions podtls is built against.
+pub use ::http;
+pub use hyper;
+pub use hyper_util;
 use streams::{Streams, TrackedBody};
+pub use tower_service;
 pub use unsent::never_sent;
 
 /// The client's address, inserted into every request's extensions next to

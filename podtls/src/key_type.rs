@@ -1,4 +1,6 @@
-//! The key types Kubernetes allows in a PodCertificateRequest.
+//! The key types Kubernetes allows in a PodCertificateRequest: one type for
+//! the signer (which checks them), the test certificate factory and the
+//! tools.
 
 use std::fmt;
 use std::str::FromStr;
@@ -89,13 +91,15 @@ impl FromStr for KeyType {
     }
 }
 
-/// Formats a list of key types as `ECDSAP256, ED25519` for messages.
-pub(crate) fn list(types: &[KeyType]) -> String {
-    types
-        .iter()
-        .map(|k| k.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
+impl KeyType {
+    /// Formats a list of key types as `ECDSAP256, ED25519` for messages.
+    pub fn list(types: &[KeyType]) -> String {
+        types
+            .iter()
+            .map(|k| k.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 #[cfg(test)]

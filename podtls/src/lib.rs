@@ -15,9 +15,9 @@
 //!   that understands kubelet's atomic writer, a periodic re-read as a safety
 //!   net, content hashing, last good material kept on any error, fail closed
 //!   before the first good load, status and a subscription per store.
-//!   [`FileWatch`] offers the same machinery for a file of the application's
+//!   [`FileWatch`](reload::FileWatch) offers the same machinery for a file of the application's
 //!   own kind (the signer reloads its CA pool with it).
-//! - **SPIFFE** ([`verify_spiffe_peer`], [`Authorizer`]): X509-SVID peers
+//! - **SPIFFE** ([`Authorizer`], [`verification::verify_spiffe_peer`]): X509-SVID peers
 //!   verified against the bundle of their own trust domain, then authorized.
 //! - **Credential folders** ([`PodTlsBuilder::credential_folder`],
 //!   [`PodTlsBuilder::credential_folder_from_env`] with
@@ -81,6 +81,27 @@
 //! `crypto_provider`; `config().fips()` then reports whether the result is
 //! FIPS-approved. podtls does not claim FIPS validation of its own.
 //!
+//! ## Where things are
+//!
+//! The crate root holds what a service uses first: the sources
+//! ([`PodTls`], [`Store`], [`Credentials`], [`TrustBundle`],
+//! [`SpiffeBundles`]), the two sides ([`ServerTls`] with [`ClientAuth`],
+//! [`ClientTls`] with [`ServerAuth`]), serving and connecting ([`serve`],
+//! [`connect_tcp`], [`http`]), who the peer is ([`PeerAuth`],
+//! [`PeerIdentity`], [`SpiffeId`], [`PodIdentity`], [`IssuingCluster`]),
+//! the policy ([`Authorizer`]) and the three errors ([`Error`],
+//! [`VerifyError`], [`HandshakeError`]). The rest is grouped:
+//!
+//! | Module | What is in it |
+//! |---|---|
+//! | [`rustls_adapters`] | the rustls trait implementations (certificate resolver, verifiers) and the `tweak` views, for rustls configurations of your own |
+//! | [`verification`] | verifying and authorizing a peer yourself: pure functions with an explicit `now` |
+//! | [`reload`] | what a [`Store`] reports (`Status`, `Health`, `Summary`), its timing, `FileWatch` for your own files |
+//! | [`certificate`] | a leaf's summary (`CertInfo`), the PodIdentity / issuing-cluster extension encodings, `KeyType` |
+//! | [`credential_folder`] | the SPIFFE credential folder's file names |
+//! | [`error`] | the three error enums and what their variants carry |
+//! | [`http`], `axum`, `tonic` | hyper, axum and tonic integration (features `hyper` (default), `axum`, `tonic`) |
+//!
 //! It does **not** talk to the Kubernetes API, generate keys or request
 //! certificates: kubelet does that. It does not check revocation (pod
 //! certificates are short-lived instead).
@@ -127,6 +148,7 @@ pub mod error;
 mod file_watch;
 mod handshake;
 mod issuing_cluster;
+mod key_type;
 mod peer_verification;
 mod pem;
 mod pod_identity;
@@ -203,12 +225,16 @@ pub mod certificate {
         ISSUING_CLUSTER_ACCESS_METHOD, MAX_ISSUER_LEN, SUBJECT_INFO_ACCESS_OID,
         SUBJECT_INFO_ACCESS_OID_ARCS,
     };
+    pub use crate::key_type::KeyType;
     pub use crate::pod_identity::{POD_IDENTITY_OID, POD_IDENTITY_OID_ARCS};
     pub use crate::spiffe_id::MAX_SPIFFE_ID_LEN;
 }
 
+// Dependencies whose types appear in podtls' signatures, re-exported on
+// purpose (certificate and name types are `rustls::pki_types`).
 pub use rustls;
 pub use spiffe;
+pub use tokio;
 pub use tokio_rustls;
 
 /// The README's Rust examples, compiled as doc tests.

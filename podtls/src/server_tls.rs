@@ -81,6 +81,7 @@ pub struct ServerTls {
     /// `Some` when resumption is on: the configuration of the current
     /// generation, for [`ServerTls::accept`].
     resuming: Option<Arc<PerGeneration<ServerConfig>>>,
+    credentials: Store<Credentials>,
     client_auth: Option<ClientAuth>,
     handshake_timeout: Duration,
 }
@@ -121,6 +122,18 @@ impl ServerTls {
     /// add one ([`ServerTls::handshake_timeout`]).
     pub fn config(&self) -> &Arc<ServerConfig> {
         &self.config
+    }
+
+    /// An owned copy of [`ServerTls::config`], for libraries that take the
+    /// configuration by value. It shares podtls' live certificate resolver
+    /// and client verifier; resumption is off, as in [`ServerTls::config`].
+    pub fn owned_config(&self) -> ServerConfig {
+        (*self.config).clone()
+    }
+
+    /// The live credentials this server presents.
+    pub fn credentials(&self) -> &Store<Credentials> {
+        &self.credentials
     }
 
     /// The deadline [`ServerTls::accept`] gives a whole handshake.
@@ -287,7 +300,7 @@ impl ServerTlsBuilder {
         };
         let credentials = self.credentials.clone();
         let mut config =
-            builder.with_cert_resolver(Arc::new(CredentialResolver::new(self.credentials)));
+            builder.with_cert_resolver(Arc::new(CredentialResolver::new(self.credentials.clone())));
         config.alpn_protocols = self.alpn;
         for hook in self.hooks.0 {
             hook(&mut ServerTweaks::new(&mut config));
@@ -310,6 +323,7 @@ impl ServerTlsBuilder {
         Ok(ServerTls {
             config: Arc::new(config),
             resuming,
+            credentials: self.credentials,
             client_auth: self.client_auth,
             handshake_timeout: self.handshake_timeout,
         })

@@ -216,6 +216,17 @@ fn a_trusted_chain_with_a_malformed_identity_extension_is_refused() {
                 "{what}: {err}"
             );
             assert!(err.to_string().contains(&leaf.serial), "{what}: {err}");
+            // The extension's own parse error is the source, naming which one.
+            let VerifyError::Extension { source, .. } = &err else {
+                unreachable!()
+            };
+            let expected_issuer = what == "bad issuer";
+            assert_eq!(
+                matches!(source, podtls::error::ExtensionError::IssuingCluster(_)),
+                expected_issuer,
+                "{what}: {source:?}"
+            );
+            assert!(std::error::Error::source(source).is_some(), "{what}");
         }
     }
     // A critical PodIdentity: WebPKI refuses the unknown critical extension.
