@@ -4,13 +4,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::client::ClientSessionMemoryCache;
-use rustls::{ClientConfig, SupportedProtocolVersion};
+use rustls::{ClientConfig, HandshakeKind, SupportedProtocolVersion};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::authorizer::Authorizer;
 use crate::credentials::Credentials;
 use crate::error::Error;
-use crate::handshake::DEFAULT_HANDSHAKE_TIMEOUT;
+use crate::handshake::{run, HandshakeError, DEFAULT_HANDSHAKE_TIMEOUT};
 use crate::peer_verification::{check_dns_server, verify_spiffe_peer, PeerRole, VerifyError};
 use crate::rustls_adapters::{
     ClientHooks, ClientTweaks, CredentialResolver, DnsServerVerifier, SpiffeServerVerifier,
@@ -323,5 +324,52 @@ impl ClientTlsBuilder {
             generation,
             handshake_timeout: self.handshake_timeout,
         })
+    }
+}
+
+impl ClientTls {
+    /// Performs the client side of a TLS handshake on `io` for `server_name`
+    /// with the configured deadline.
+    ///
+    /// Sessions are resumed (unless disabled), and the server of every
+    /// resumed session is verified again, now, against the current bundles
+    /// and authorizer; one that no longer verifies is refused and every
+    /// cached session dropped, so the next connection does a full handshake
+    /// ([`crate::http::HttpsConnector`] retries it at once).
+    ///
+    /// # Errors
+    /// [`HandshakeError`]: deadline, rejected server certificate (full or
+    /// resumed handshake), other TLS failures.
+    pub async fn connect<IO>(
+        &self,
+        server_name: ServerName<'static>,
+        io: IO,
+    ) -> Result<tokio_rustls::client::TlsStream<IO>, HandshakeError>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        let config = self.handshake_config();
+        let connector = tokio_rustls::TlsConnector::from(config);
+        let stream = run(
+            self.handshake_timeout(),
+            connector.connect(server_name.clone(), io),
+        )
+        .await?;
+        let conn = stream.get_ref().1;
+        if conn.handshake_kind() == Some(HandshakeKind::Resumed) {
+            let chain = conn.peer_certificates().unwrap_or_default();
+            let verdict = match chain.split_first() {
+                Some((leaf, intermediates)) => {
+                    self.server_auth()
+                        .verify(leaf, intermediates, &server_name, UnixTime::now())
+                }
+                None => Err(VerifyError::NoCertificate),
+            };
+            if let Err(e) = verdict {
+                self.purge_sessions();
+                return Err(HandshakeError::ResumedPeerRejected(Arc::new(e)));
+            }
+        }
+        Ok(stream)
     }
 }

@@ -4,13 +4,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::server::ServerSessionMemoryCache;
-use rustls::{ServerConfig, ServerConnection, SupportedProtocolVersion};
+use rustls::{HandshakeKind, ServerConfig, ServerConnection, SupportedProtocolVersion};
 use rustls_pki_types::UnixTime;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::authorizer::Authorizer;
 use crate::credentials::Credentials;
 use crate::error::Error;
-use crate::handshake::DEFAULT_HANDSHAKE_TIMEOUT;
+use crate::handshake::{run, HandshakeError, DEFAULT_HANDSHAKE_TIMEOUT};
 use crate::peer_verification::{verify_spiffe_peer, PeerAuth, PeerIdentity, PeerRole, VerifyError};
 use crate::rustls_adapters::{CredentialResolver, ServerHooks, ServerTweaks, SpiffeClientVerifier};
 use crate::session::{Generation, PerGeneration, SESSION_CACHE_SIZE};
@@ -327,5 +328,40 @@ impl ServerTlsBuilder {
             client_auth: self.client_auth,
             handshake_timeout: self.handshake_timeout,
         })
+    }
+}
+
+impl ServerTls {
+    /// Performs the server side of a TLS handshake on `io` with the
+    /// configured deadline, and reports who the client is.
+    ///
+    /// This is the path [`crate::serve`] and [`crate::http::serve_http`] take;
+    /// an acceptor of your own should take it too. It resumes sessions
+    /// (unless disabled) and verifies the client of every resumed session
+    /// again, now: in required mode a client that no longer verifies is
+    /// refused, in optional mode it is reported as [`PeerAuth::Rejected`].
+    ///
+    /// # Errors
+    /// [`HandshakeError`]: deadline, rejected client certificate (full or
+    /// resumed handshake), other TLS failures.
+    pub async fn accept<IO>(
+        &self,
+        io: IO,
+    ) -> Result<(tokio_rustls::server::TlsStream<IO>, PeerAuth), HandshakeError>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        let config = self.handshake_config();
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let stream = run(self.handshake_timeout(), acceptor.accept(io)).await?;
+        let conn = stream.get_ref().1;
+        let peer = self.peer_auth(conn);
+        if conn.handshake_kind() == Some(HandshakeKind::Resumed) {
+            if let (PeerAuth::Rejected(e), true) = (&peer, self.client_auth_required()) {
+                self.purge_sessions();
+                return Err(HandshakeError::ResumedPeerRejected(e.clone()));
+            }
+        }
+        Ok((stream, peer))
     }
 }
