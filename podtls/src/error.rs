@@ -293,6 +293,17 @@ pub enum Error {
         reason: String,
     },
 
+    /// An `issuer:` authorization rule names a URL that is not a valid
+    /// issuing cluster ([`crate::Authorizer::parse`]).
+    #[error("authorization rule {rule:?} names an invalid issuer: {reason}")]
+    InvalidIssuer {
+        /// The rule as given.
+        rule: String,
+        /// What is wrong with the URL.
+        #[source]
+        reason: IssuingClusterError,
+    },
+
     /// The application's parser rejected a watched file ([`crate::reload::FileWatch`]).
     #[error("{origin}: {source}")]
     Rejected {
