@@ -178,8 +178,9 @@ pub mod tonic;
 #[cfg(any(test, feature = "test-util"))]
 pub mod test_util;
 
-// What a service author reaches for first. Everything else is in the modules
-// below, grouped by what it is for.
+// What a service author reaches for first. Everything else is in the public
+// modules (`rustls_adapters`, `verification`, `reload`, `certificate`,
+// `credential_folder`, `error`, `http`, ...), grouped by what it is for.
 pub use crate::authorizer::Authorizer;
 pub use crate::client_tls::{ClientTls, ClientTlsBuilder, ServerAuth};
 pub use crate::conn_age::{CloseReason, ConnectionDeadline};
@@ -217,8 +218,9 @@ pub mod verification {
     pub use crate::svid::validate_svid_leaf_der;
 }
 
-/// What podtls reads from certificates: the summary of a leaf and the encodings of the PodIdentity and
-/// issuing-cluster extensions (shared with the signer that writes them).
+/// What podtls reads from certificates: the summary of a leaf, the key types
+/// Kubernetes allows, and the encodings of the PodIdentity and issuing-cluster
+/// extensions (shared with the signer that writes them).
 pub mod certificate {
     pub use crate::cert_info::{format_time, CertInfo};
     pub use crate::issuing_cluster::{
