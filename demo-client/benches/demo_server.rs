@@ -102,12 +102,9 @@ fn main() {
         &mut line,
     )
     .unwrap();
-    let addr: std::net::SocketAddr = line
-        .split_whitespace()
-        .find_map(|f| f.strip_prefix("https="))
-        .unwrap()
-        .parse()
-        .unwrap();
+    let addr = podtls_bin_support::protocol::Listening::parse(line.trim_end())
+        .expect("a LISTENING line")
+        .https;
     let url = format!("https://server.bench.svc:{}/spiffe-echo", addr.port());
     let resolve = format!("server.bench.svc:{}:127.0.0.1", addr.port());
     let load = |duration: &str, extra: &[&str]| -> serde_json::Value {

@@ -7,14 +7,8 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args as ClapArgs, Parser, Subcommand, ValueEnum};
 
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
+/// Log output format (shared by every binary of the workspace).
+pub use podtls_bin_support::logging::LogFormat;
 
 /// Fetches a URL over TLS with podtls, periodically or as a load generator.
 ///

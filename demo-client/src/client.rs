@@ -56,7 +56,7 @@ impl Setup {
             .collect::<Result<Vec<_>, _>>()
             .map_err(anyhow::Error::msg)?;
         let spiffe_mode = args.server_spiffe_id.is_some() || args.server_trust_domain.is_some();
-        let mut builder = PodTls::builder().timing(podtls::ReloadTiming::default());
+        let mut builder = PodTls::builder().timing(podtls::reload::ReloadTiming::default());
         let mut server_td = None;
         let folder = args.credential_folder.is_some();
         if let Some(folder) = &args.credential_folder {
@@ -103,21 +103,7 @@ impl Setup {
             };
         }
         let pod = builder.start()?;
-        if !pod.is_ready() {
-            if args.wait_for_credentials.is_zero() {
-                let problems: Vec<String> = pod
-                    .statuses()
-                    .iter()
-                    .filter(|s| !s.is_ready())
-                    .filter_map(|s| s.last_error.as_ref().map(|e| e.to_string()))
-                    .collect();
-                bail!(
-                    "files are not usable (use --wait-for-credentials to wait):\n  {}",
-                    problems.join("\n  ")
-                );
-            }
-            pod.ready(args.wait_for_credentials).await?;
-        }
+        podtls_bin_support::readiness::wait_until_ready(&pod, args.wait_for_credentials).await?;
         let server_auth = match (server_td, &args.server_spiffe_id) {
             // A folder without a server policy: any server whose chain
             // verifies against its own trust domain's bundle in the folder.

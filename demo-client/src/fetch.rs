@@ -3,6 +3,8 @@
 use std::io::Write;
 use std::time::Duration;
 
+use podtls_bin_support::protocol::Fetch;
+
 use crate::client::Setup;
 use crate::request::get;
 
@@ -34,26 +36,20 @@ pub async fn run(setup: &Setup, interval: Duration, count: Option<u64>, max_age:
                     .pod
                     .credentials()
                     .and_then(|c| match c.status().summary {
-                        Some(podtls::Summary::Certificate(ci)) => Some(ci.serial),
+                        Some(podtls::reload::Summary::Certificate(ci)) => Some(ci.serial),
                         _ => None,
                     })
             })
-            .unwrap_or_else(|| "-".into());
-        let now = podtls::format_time(std::time::SystemTime::now());
-        let line = match out.status {
-            // `server_trust_domain=` only for a SPIFFE server, after the
-            // serials, so readers of the older line still find their fields.
-            Some(code) => format!(
-                "{now} {code} {} server_serial={} client_serial={client_serial} {}{}",
-                out.alpn.as_deref().unwrap_or("-"),
-                out.server_serial.as_deref().unwrap_or("-"),
-                out.server_trust_domain
-                    .as_ref()
-                    .map(|td| format!("server_trust_domain={td} "))
-                    .unwrap_or_default(),
-                out.body
-            ),
-            None => format!("{now} FAILED client_serial={client_serial} {}", out.body),
+            .filter(|s| s != "-");
+        // The line format (and its parser) is podtls-bin-support's.
+        let line = Fetch {
+            time: podtls::certificate::format_time(std::time::SystemTime::now()),
+            status: out.status,
+            alpn: out.alpn.clone(),
+            server_serial: out.server_serial.clone(),
+            client_serial,
+            server_trust_domain: out.server_trust_domain.clone(),
+            body: out.body.clone(),
         };
         if !out.ok() {
             failed += 1;

@@ -24,22 +24,10 @@ mod request;
 
 use clap::Parser;
 
-fn init_logging(format: args::LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        args::LogFormat::Json => builder.json().init(),
-        args::LogFormat::Text => builder.init(),
-    }
-}
-
 #[tokio::main]
 async fn main() {
     let args = args::Args::parse();
-    init_logging(args.log_format);
+    podtls_bin_support::logging::init(args.log_format, "warn");
     let setup = match client::Setup::new(&args.conn).await {
         Ok(s) => s,
         Err(e) => {

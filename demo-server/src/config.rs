@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use podtls::{
-    parse_trust_domain, Authorizer, ClientCertMode, PodTlsBuilder, ReloadTiming, TrustDomain,
+    parse_trust_domain, reload::ReloadTiming, Authorizer, ClientCertMode, PodTlsBuilder,
+    TrustDomain,
 };
 
 use crate::args::Args;

@@ -199,9 +199,13 @@ mod tests {
                 node_uid: "node-uid".into(),
             };
             spec = spec
-                .extension(podtls::POD_IDENTITY_OID_ARCS, pod.to_der().unwrap(), false)
                 .extension(
-                    podtls::SUBJECT_INFO_ACCESS_OID_ARCS,
+                    podtls::certificate::POD_IDENTITY_OID_ARCS,
+                    pod.to_der().unwrap(),
+                    false,
+                )
+                .extension(
+                    podtls::certificate::SUBJECT_INFO_ACCESS_OID_ARCS,
                     podtls::IssuingCluster::new("https://k.example")
                         .unwrap()
                         .to_sia_der()
@@ -217,12 +221,12 @@ mod tests {
             podtls::parse_trust_domain("cluster.local").unwrap(),
             podtls::Store::fixed("b", bundle),
         )]);
-        let id = podtls::verify_spiffe_peer(
+        let id = podtls::verification::verify_spiffe_peer(
             &leaf.chain_der[0],
             &leaf.chain_der[1..],
             &bundles,
             &podtls::Authorizer::any(),
-            podtls::PeerRole::Client,
+            podtls::verification::PeerRole::Client,
             podtls::rustls::pki_types::UnixTime::now(),
         )
         .unwrap();

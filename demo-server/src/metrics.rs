@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
-use podtls::{PodTls, ServeStats, Summary};
+use podtls::{reload::Summary, PodTls, ServeStats};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
@@ -54,8 +54,8 @@ impl Metrics {
 }
 
 /// Reads one gauge value from a store's status.
-type StatusGauge = fn(&podtls::Status) -> Option<i64>;
-type TdGauge = fn(&podtls::TrustDomainStatus) -> Option<i64>;
+type StatusGauge = fn(&podtls::reload::Status) -> Option<i64>;
+type TdGauge = fn(&podtls::reload::TrustDomainStatus) -> Option<i64>;
 
 #[derive(Debug)]
 struct Live {

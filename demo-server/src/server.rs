@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use podtls::http::{serve_http, HttpOptions};
 use podtls::{ClientAuth, ClientCertMode, ServeOptions, ServeStats, ServerTls};
 use tokio::net::TcpListener;
@@ -36,25 +36,7 @@ pub async fn run(args: Args) -> Result<()> {
         ));
         Some(addr)
     };
-    if !pod.is_ready() {
-        if args.wait_for_credentials.is_zero() {
-            let problems: Vec<String> = pod
-                .statuses()
-                .iter()
-                .filter(|s| !s.is_ready())
-                .map(|s| match &s.last_error {
-                    Some(e) => e.to_string(),
-                    None => format!("{}: not loaded", s.name),
-                })
-                .collect();
-            bail!(
-                "credentials or trust bundles are not usable (use --wait-for-credentials to wait for them):\n  {}",
-                problems.join("\n  ")
-            );
-        }
-        tracing::info!(wait = ?args.wait_for_credentials, "waiting for credentials and trust bundles");
-        pod.ready(args.wait_for_credentials).await?;
-    }
+    podtls_bin_support::readiness::wait_until_ready(&pod, args.wait_for_credentials).await?;
 
     let mut builder = ServerTls::builder(
         pod.credentials()
@@ -76,10 +58,11 @@ pub async fn run(args: Args) -> Result<()> {
     let listener = bind(&args.listen.to_string(), "--listen").await?;
     let https_addr = listener.local_addr()?;
     // One machine-readable line for scripts and tests; logs go to stderr.
-    println!(
-        "LISTENING https={https_addr} admin={}",
-        admin_addr.map_or("off".to_string(), |a| a.to_string())
-    );
+    let listening = podtls_bin_support::protocol::Listening {
+        https: https_addr,
+        admin: admin_addr,
+    };
+    println!("{listening}");
     let _ = std::io::stdout().flush();
     tracing::info!(%https_addr, admin = ?admin_addr, spiffe_clients = ?config.spiffe.as_ref().map(|s| s.mode), "demo-server listening");
 

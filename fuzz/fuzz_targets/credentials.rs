@@ -14,7 +14,9 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use libfuzzer_sys::fuzz_target;
-use podtls::{validate_svid_leaf_der, CertInfo, Credentials, LeafKind, Origin};
+use podtls::{
+    certificate::CertInfo, verification::validate_svid_leaf_der, Credentials, LeafKind, Origin,
+};
 
 /// 2030-01-01T00:00:00Z.
 const NOW_UNIX: u64 = 1_893_456_000;

@@ -6,7 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use podtls::{parse_spiffe_id, parse_trust_domain, MAX_SPIFFE_ID_LEN};
+use podtls::{certificate::MAX_SPIFFE_ID_LEN, parse_spiffe_id, parse_trust_domain};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -6,7 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use podtls::{parse_spiffe_id, validate_svid_leaf_der, CertInfo};
+use podtls::{certificate::CertInfo, parse_spiffe_id, verification::validate_svid_leaf_der};
 
 fuzz_target!(|data: &[u8]| {
     let svid = validate_svid_leaf_der(data);

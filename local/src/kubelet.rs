@@ -88,7 +88,7 @@ impl PodVolumes {
         };
         let mut files = files.lock().unwrap_or_else(|p| p.into_inner());
         for (td, pem) in bundles {
-            let name = format!("{td}{}", podtls::TRUST_BUNDLE_SUFFIX);
+            let name = format!("{td}{}", podtls::credential_folder::TRUST_BUNDLE_SUFFIX);
             files.insert(name, pem.clone().unwrap_or_default().into_bytes());
         }
         self.write_folder(&files)
@@ -196,7 +196,7 @@ impl PodVolumes {
         if let Some((_, files)) = &self.folder {
             let mut files = files.lock().unwrap_or_else(|p| p.into_inner());
             files.insert(
-                podtls::CREDENTIAL_BUNDLE_FILE.to_string(),
+                podtls::credential_folder::CREDENTIAL_BUNDLE_FILE.to_string(),
                 bundle.into_bytes(),
             );
             self.write_folder(&files)?;

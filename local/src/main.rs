@@ -245,7 +245,7 @@ async fn run(args: Args) -> Result<bool> {
         readers.push(tokio::spawn(async move {
             let mut lines = tokio::io::BufReader::new(stdout).lines();
             while let Ok(Some(line)) = lines.next_line().await {
-                let Some(f) = procs::parse_fetch(&line) else {
+                let Some(f) = procs::Fetch::parse(&line) else {
                     continue;
                 };
                 let mut st = state.lock().unwrap_or_else(|p| p.into_inner());

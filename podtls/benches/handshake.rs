@@ -194,11 +194,11 @@ fn main() {
         ("tokio-rustls, static, resumed", Path::Plain(resuming)),
         (
             "podtls accept/connect, full",
-            Path::Podtls(pod_server_tls(false), pod_client_tls(false)),
+            Path::Podtls(Box::new((pod_server_tls(false), pod_client_tls(false)))),
         ),
         (
             "podtls accept/connect, resumed + peer verified again",
-            Path::Podtls(pod_server_tls(true), pod_client_tls(true)),
+            Path::Podtls(Box::new((pod_server_tls(true), pod_client_tls(true)))),
         ),
     ];
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -247,7 +247,8 @@ fn main() {
 /// One way of making a connection.
 enum Path {
     Plain((Arc<ServerConfig>, Arc<ClientConfig>)),
-    Podtls(ServerTls, ClientTls),
+    /// Boxed: both sides together are much larger than the plain pair.
+    Podtls(Box<(ServerTls, ClientTls)>),
 }
 
 impl Path {
@@ -270,7 +271,8 @@ impl Path {
                     kind,
                 )
             }
-            Path::Podtls(st, ct) => {
+            Path::Podtls(pair) => {
+                let (st, ct) = &**pair;
                 let (s, c) = tokio::join!(st.accept(a), ct.connect(name, b));
                 let (s, c) = (
                     s.map_err(|e| e.to_string())?.0,

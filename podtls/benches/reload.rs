@@ -15,7 +15,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use podtls::test_util::{AtomicWriter, CertAuthority, LeafSpec};
-use podtls::{ClientTls, Origin, PodTls, ReloadTiming, ServerAuth, ServerTls, Store, TrustBundle};
+use podtls::{
+    reload::ReloadTiming, ClientTls, Origin, PodTls, ServerAuth, ServerTls, Store, TrustBundle,
+};
 
 fn main() {
     let rotations: usize = std::env::var("ROTATIONS")

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use podtls::test_util::{CertAuthority, LeafSpec};
 use podtls::{
-    parse_trust_domain, verify_spiffe_peer, Authorizer, Origin, PeerRole, SpiffeBundles, Store,
-    TrustBundle,
+    parse_trust_domain, verification::verify_spiffe_peer, verification::PeerRole, Authorizer,
+    Origin, SpiffeBundles, Store, TrustBundle,
 };
 use rustls::pki_types::UnixTime;
 

@@ -24,8 +24,8 @@ use hyper_util::rt::TokioExecutor;
 use podtls::http::{peer_auth, serve_http, HttpOptions, HttpsConnector};
 use podtls::test_util::{AtomicWriter, CertAuthority, LeafSpec};
 use podtls::{
-    parse_trust_domain, Authorizer, ClientAuth, ClientTls, PodTls, ReloadTiming, ServerAuth,
-    ServerTls, Summary,
+    parse_trust_domain, reload::ReloadTiming, reload::Summary, Authorizer, ClientAuth, ClientTls,
+    PodTls, ServerAuth, ServerTls,
 };
 
 const TD: &str = "cluster.local";

@@ -240,7 +240,10 @@ impl Authorizer {
             )]));
         }
         if let Some(url) = rule.strip_prefix("issuer:") {
-            let cluster = IssuingCluster::new(url).map_err(|e| invalid_rule(e.to_string()))?;
+            let cluster = IssuingCluster::new(url).map_err(|reason| Error::InvalidIssuer {
+                rule: rule.to_string(),
+                reason,
+            })?;
             return Ok(Self::issued_by(cluster));
         }
         if rule == "any" {
@@ -563,6 +566,12 @@ mod tests {
             let err = Authorizer::parse(bad).unwrap_err().to_string();
             assert!(!err.is_empty(), "{bad}");
         }
+        // An invalid issuer keeps the URL's own error as the source.
+        let err = Authorizer::parse("issuer:not a url").unwrap_err();
+        assert!(matches!(err, Error::InvalidIssuer { .. }), "{err}");
+        assert!(std::error::Error::source(&err)
+            .and_then(|s| s.downcast_ref::<crate::error::IssuingClusterError>())
+            .is_some());
     }
 
     #[test]

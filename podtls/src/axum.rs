@@ -29,7 +29,11 @@ use axum_core::response::{IntoResponse, Response};
 use http::request::Parts;
 use http::StatusCode;
 
-use crate::verify::{PeerAuth, PeerIdentity};
+/// The axum-core whose extractor and response traits this module implements,
+/// re-exported on purpose.
+pub use axum_core;
+
+use crate::peer_verification::{PeerAuth, PeerIdentity};
 
 /// The verified client of a request served by podtls: the whole
 /// [`PeerIdentity`] (SPIFFE ID, certificate, and whatever else podtls learns
@@ -61,7 +65,7 @@ pub enum PeerRejection {
     /// The client presented no certificate.
     Anonymous,
     /// The client's certificate was rejected; the reason.
-    Rejected(Arc<crate::verify::VerifyError>),
+    Rejected(Arc<crate::peer_verification::VerifyError>),
     /// The request carries no [`PeerAuth`]: it was not served by
     /// [`crate::http::serve_service`] / [`crate::http::serve_http`].
     NotServedByPodtls,

@@ -4,21 +4,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::client::ClientSessionMemoryCache;
-use rustls::{ClientConfig, SupportedProtocolVersion};
+use rustls::{ClientConfig, HandshakeKind, SupportedProtocolVersion};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::authorizer::Authorizer;
 use crate::credentials::Credentials;
 use crate::error::Error;
-use crate::handshake::DEFAULT_HANDSHAKE_TIMEOUT;
-use crate::resolver::CredentialResolver;
+use crate::handshake::{run, HandshakeError, DEFAULT_HANDSHAKE_TIMEOUT};
+use crate::peer_verification::{check_dns_server, verify_spiffe_peer, PeerRole, VerifyError};
+use crate::rustls_adapters::{
+    ClientHooks, ClientTweaks, CredentialResolver, DnsServerVerifier, SpiffeServerVerifier,
+};
 use crate::session::{Generation, PerGeneration, SESSION_CACHE_SIZE};
 use crate::spiffe_bundles::SpiffeBundles;
 use crate::store::Store;
 use crate::trust_bundle::TrustBundle;
-use crate::tweaks::{ClientHooks, ClientTweaks};
-use crate::verifier::{DnsServerVerifier, SpiffeServerVerifier};
-use crate::verify::{check_dns_server, verify_spiffe_peer, PeerRole, VerifyError};
 
 /// How a client verifies the server.
 #[derive(Debug, Clone)]
@@ -81,6 +82,7 @@ pub struct ClientTls {
     config: Arc<ClientConfig>,
     resuming: Option<Arc<PerGeneration<ClientConfig>>>,
     server_auth: ServerAuth,
+    credentials: Option<Store<Credentials>>,
     generation: Generation,
     handshake_timeout: Duration,
 }
@@ -143,6 +145,12 @@ impl ClientTls {
         &self.server_auth
     }
 
+    /// The live credentials presented when a server asks for a client
+    /// certificate, if any.
+    pub fn client_credentials(&self) -> Option<&Store<Credentials>> {
+        self.credentials.as_ref()
+    }
+
     /// The deadline [`ClientTls::connect`] gives a whole handshake.
     pub fn handshake_timeout(&self) -> Duration {
         self.handshake_timeout
@@ -187,6 +195,7 @@ impl std::fmt::Debug for ClientTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClientTls")
             .field("server_auth", &self.server_auth)
+            .field("credentials", &self.credentials)
             .field("resuming", &self.resuming)
             .field("handshake_timeout", &self.handshake_timeout)
             .finish()
@@ -301,7 +310,7 @@ impl ClientTlsBuilder {
         }
         config.resumption = rustls::client::Resumption::disabled();
         let auth = self.server_auth.clone();
-        let creds = self.credentials;
+        let creds = self.credentials.clone();
         let generation: Generation =
             Arc::new(move || auth.generation() + creds.as_ref().map_or(0, Store::generation));
         let resuming = self
@@ -311,8 +320,56 @@ impl ClientTlsBuilder {
             config: Arc::new(config),
             resuming,
             server_auth: self.server_auth,
+            credentials: self.credentials,
             generation,
             handshake_timeout: self.handshake_timeout,
         })
+    }
+}
+
+impl ClientTls {
+    /// Performs the client side of a TLS handshake on `io` for `server_name`
+    /// with the configured deadline.
+    ///
+    /// Sessions are resumed (unless disabled), and the server of every
+    /// resumed session is verified again, now, against the current bundles
+    /// and authorizer; one that no longer verifies is refused and every
+    /// cached session dropped, so the next connection does a full handshake
+    /// ([`crate::http::HttpsConnector`] retries it at once).
+    ///
+    /// # Errors
+    /// [`HandshakeError`]: deadline, rejected server certificate (full or
+    /// resumed handshake), other TLS failures.
+    pub async fn connect<IO>(
+        &self,
+        server_name: ServerName<'static>,
+        io: IO,
+    ) -> Result<tokio_rustls::client::TlsStream<IO>, HandshakeError>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        let config = self.handshake_config();
+        let connector = tokio_rustls::TlsConnector::from(config);
+        let stream = run(
+            self.handshake_timeout(),
+            connector.connect(server_name.clone(), io),
+        )
+        .await?;
+        let conn = stream.get_ref().1;
+        if conn.handshake_kind() == Some(HandshakeKind::Resumed) {
+            let chain = conn.peer_certificates().unwrap_or_default();
+            let verdict = match chain.split_first() {
+                Some((leaf, intermediates)) => {
+                    self.server_auth()
+                        .verify(leaf, intermediates, &server_name, UnixTime::now())
+                }
+                None => Err(VerifyError::NoCertificate),
+            };
+            if let Err(e) = verdict {
+                self.purge_sessions();
+                return Err(HandshakeError::ResumedPeerRejected(Arc::new(e)));
+            }
+        }
+        Ok(stream)
     }
 }

@@ -85,14 +85,14 @@ impl Credentials {
             x509_parser::parse_x509_certificate(cert).map_err(|e| Error::Certificate {
                 origin: origin.clone(),
                 index,
-                detail: e.to_string(),
+                source: Box::new(e),
             })?;
         }
         let (_, leaf) =
             x509_parser::parse_x509_certificate(leaf_der).map_err(|e| Error::Certificate {
                 origin: origin.clone(),
                 index: 0,
-                detail: e.to_string(),
+                source: Box::new(e),
             })?;
         let info = CertInfo::from_parsed(&leaf);
         check_leaf(&leaf, &info, origin, kind, now)?;
@@ -104,7 +104,7 @@ impl Credentials {
                 .load_private_key(key)
                 .map_err(|e| Error::PrivateKey {
                     origin: origin.clone(),
-                    detail: e.to_string(),
+                    source: e,
                 })?;
         let key = CertifiedKey::new(chain, signing_key);
         // An `Unknown` answer (a key that cannot report its public half) is

@@ -1,6 +1,24 @@
-//! The crate's error type.
+//! The crate's errors and what their variants carry.
+//!
+//! The three error enums are also at the crate root: [`Error`] (loading,
+//! validating and watching material; building configurations),
+//! [`VerifyError`] (why a peer was not accepted) and [`HandshakeError`] (why
+//! a handshake gave no usable connection). The other types here are the
+//! details their variants hold, and the errors of the parsers they wrap.
 
+use std::error::Error as StdError;
 use std::path::PathBuf;
+
+pub use crate::authorizer::Unauthorized;
+pub use crate::handshake::HandshakeError;
+pub use crate::issuing_cluster::IssuingClusterError;
+pub use crate::key_type::UnknownKeyType;
+pub use crate::peer_verification::{ChainFailure, ExtensionError, VerifyError};
+pub use crate::pod_identity::PodIdentityError;
+pub use crate::publisher::PublishError;
+pub use crate::spiffe_id::SpiffeIdError;
+pub use crate::svid::SvidError;
+pub use crate::trust_bundle::AnchorRejection;
 use std::time::SystemTime;
 
 /// Where a piece of material came from, for error messages: a file path or
@@ -114,7 +132,7 @@ pub enum Error {
         kind: FileKind,
     },
 
-    /// A source file is larger than [`crate::ReloadTiming::max_file_size`];
+    /// A source file is larger than [`crate::reload::ReloadTiming::max_file_size`];
     /// at most the limit plus one byte of it was read.
     #[error("{path} is larger than the limit of {limit} bytes (ReloadTiming::max_file_size)")]
     TooLarge {
@@ -124,7 +142,7 @@ pub enum Error {
         limit: u64,
     },
 
-    /// A parser (or the material's [`crate::Material::summary`]) panicked on
+    /// A parser (or the material's [`crate::reload::Material::summary`]) panicked on
     /// a source's contents: a bug in it. The panic was caught, the previous
     /// material stays and reloading goes on.
     #[error("{what}: the parser panicked on {files}: {message}")]
@@ -138,12 +156,13 @@ pub enum Error {
     },
 
     /// The PEM text itself is malformed (bad base64, unterminated block, ...).
-    #[error("{origin}: malformed PEM: {detail}")]
+    #[error("{origin}: malformed PEM: {source}")]
     Pem {
         /// Where the PEM came from.
         origin: Origin,
         /// What the PEM parser reported.
-        detail: String,
+        #[source]
+        source: rustls::pki_types::pem::Error,
     },
 
     /// No usable private key block was found.
@@ -161,12 +180,13 @@ pub enum Error {
     },
 
     /// The private key could not be loaded (unsupported algorithm or corrupt key).
-    #[error("{origin}: unusable private key: {detail}")]
+    #[error("{origin}: unusable private key: {source}")]
     PrivateKey {
         /// Where the key came from.
         origin: Origin,
-        /// Why it could not be used.
-        detail: String,
+        /// Why the crypto provider could not load it.
+        #[source]
+        source: rustls::Error,
     },
 
     /// No certificate block was found where a chain was expected.
@@ -177,14 +197,15 @@ pub enum Error {
     },
 
     /// A certificate is not valid DER X.509.
-    #[error("{origin}: certificate #{index} cannot be parsed: {detail}")]
+    #[error("{origin}: certificate #{index} cannot be parsed: {source}")]
     Certificate {
         /// Where the certificate came from.
         origin: Origin,
         /// Its position in the file (0 = first).
         index: usize,
-        /// What the parser reported.
-        detail: String,
+        /// What the X.509 parser reported.
+        #[source]
+        source: Box<dyn StdError + Send + Sync>,
     },
 
     /// The private key does not belong to the leaf certificate.
@@ -232,7 +253,7 @@ pub enum Error {
         origin: Origin,
         /// What is wrong with it.
         #[source]
-        reason: crate::SvidError,
+        reason: SvidError,
     },
 
     /// A trust bundle contains no certificate.
@@ -243,14 +264,15 @@ pub enum Error {
     },
 
     /// A trust bundle certificate cannot be used as a trust anchor.
-    #[error("{origin}: certificate #{index} cannot be used as a trust anchor: {detail}")]
+    #[error("{origin}: certificate #{index} cannot be used as a trust anchor: {source}")]
     TrustAnchor {
         /// Where the bundle came from.
         origin: Origin,
         /// The certificate's position in the file.
         index: usize,
-        /// Why it was rejected.
-        detail: String,
+        /// Why it was rejected (the WebPKI or X.509 parser's error).
+        #[source]
+        source: Box<dyn StdError + Send + Sync>,
     },
 
     /// A trust anchor published for one SPIFFE trust domain names another
@@ -287,7 +309,7 @@ pub enum Error {
         value: String,
         /// Why it was rejected.
         #[source]
-        reason: crate::SpiffeIdError,
+        reason: SpiffeIdError,
     },
 
     /// An authorization rule string is malformed ([`crate::Authorizer::parse`]).
@@ -299,13 +321,25 @@ pub enum Error {
         reason: String,
     },
 
-    /// The application's parser rejected a watched file ([`crate::FileWatch`]).
-    #[error("{origin}: {detail}")]
+    /// An `issuer:` authorization rule names a URL that is not a valid
+    /// issuing cluster ([`crate::Authorizer::parse`]).
+    #[error("authorization rule {rule:?} names an invalid issuer: {reason}")]
+    InvalidIssuer {
+        /// The rule as given.
+        rule: String,
+        /// What is wrong with the URL.
+        #[source]
+        reason: IssuingClusterError,
+    },
+
+    /// The application's parser rejected a watched file ([`crate::reload::FileWatch`]).
+    #[error("{origin}: {source}")]
     Rejected {
         /// The file.
         origin: Origin,
         /// What the parser reported.
-        detail: String,
+        #[source]
+        source: Box<dyn StdError + Send + Sync>,
     },
 
     /// The file watcher could not be set up.

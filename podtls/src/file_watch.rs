@@ -38,7 +38,7 @@ impl<T: Material> FileWatch<T> {
     /// the store stays empty (fail closed) until a good version appears.
     /// Neither is a file watcher that cannot be created (inotify limits): the
     /// periodic re-read carries on and `Status::watch_error` says why.
-    pub fn start<E: std::fmt::Display>(
+    pub fn start<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
         name: impl Into<Arc<str>>,
         path: impl Into<PathBuf>,
         timing: ReloadTiming,
@@ -50,7 +50,7 @@ impl<T: Material> FileWatch<T> {
         let source = FileSource::new(store.clone(), vec![path], move |files, _now| {
             parse(&files[0]).map_err(|e| Error::Rejected {
                 origin: origin.clone(),
-                detail: e.to_string(),
+                source: e.into(),
             })
         });
         let reloader = Reloader::start(vec![Box::new(source)], timing)?;
@@ -100,7 +100,7 @@ mod tests {
         }
     }
 
-    fn wait_for(store: &Store<Number>, what: &str, ok: impl Fn(&crate::Status) -> bool) {
+    fn wait_for(store: &Store<Number>, what: &str, ok: impl Fn(&crate::reload::Status) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while !ok(&store.status()) {
             assert!(Instant::now() < deadline, "{what}: {:?}", store.status());

@@ -1,8 +1,10 @@
-//! podtls' own handshake path, on both sides: a deadline for the whole
-//! handshake, the configuration of the current generation (resumption on,
-//! see `session.rs`), the peer of every *resumed* handshake verified
-//! again as a full handshake would verify it now, and rejections reported
-//! with their reason.
+//! What podtls' own handshake path shares on both sides
+//! ([`ServerTls::accept`](crate::ServerTls::accept) in `server_tls.rs`,
+//! [`ClientTls::connect`](crate::ClientTls::connect) in `client_tls.rs`): a
+//! deadline for the whole handshake, and rejections reported with their
+//! reason. (Each side also takes the configuration of the current generation,
+//! see `session.rs`, and verifies the peer of every *resumed* handshake again
+//! as a full handshake would verify it now.)
 //!
 //! Verifiers run inside rustls, which reduces a rejection to a TLS alert. The
 //! handshake future therefore runs in a task-local scope into which the
@@ -15,13 +17,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rustls::HandshakeKind;
-use rustls_pki_types::{ServerName, UnixTime};
-use tokio::io::{AsyncRead, AsyncWrite};
-
-use crate::client_tls::ClientTls;
-use crate::server_tls::ServerTls;
-use crate::verify::{PeerAuth, VerifyError};
+use crate::peer_verification::VerifyError;
 
 /// The default deadline of a whole TLS handshake.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -86,7 +82,7 @@ pub(crate) fn record_rejection(error: &VerifyError) {
 
 /// Runs a handshake future with a deadline, collecting a verifier's typed
 /// rejection.
-async fn run<T>(
+pub(crate) async fn run<T>(
     deadline: Duration,
     handshake: impl std::future::Future<Output = std::io::Result<T>>,
 ) -> Result<T, HandshakeError> {
@@ -102,88 +98,6 @@ async fn run<T>(
             }
         })
         .await
-}
-
-impl ServerTls {
-    /// Performs the server side of a TLS handshake on `io` with the
-    /// configured deadline, and reports who the client is.
-    ///
-    /// This is the path [`crate::serve`] and [`crate::http::serve_http`] take;
-    /// an acceptor of your own should take it too. It resumes sessions
-    /// (unless disabled) and verifies the client of every resumed session
-    /// again, now: in required mode a client that no longer verifies is
-    /// refused, in optional mode it is reported as [`PeerAuth::Rejected`].
-    ///
-    /// # Errors
-    /// [`HandshakeError`]: deadline, rejected client certificate (full or
-    /// resumed handshake), other TLS failures.
-    pub async fn accept<IO>(
-        &self,
-        io: IO,
-    ) -> Result<(tokio_rustls::server::TlsStream<IO>, PeerAuth), HandshakeError>
-    where
-        IO: AsyncRead + AsyncWrite + Unpin,
-    {
-        let config = self.handshake_config();
-        let acceptor = tokio_rustls::TlsAcceptor::from(config);
-        let stream = run(self.handshake_timeout(), acceptor.accept(io)).await?;
-        let conn = stream.get_ref().1;
-        let peer = self.peer_auth(conn);
-        if conn.handshake_kind() == Some(HandshakeKind::Resumed) {
-            if let (PeerAuth::Rejected(e), true) = (&peer, self.client_auth_required()) {
-                self.purge_sessions();
-                return Err(HandshakeError::ResumedPeerRejected(e.clone()));
-            }
-        }
-        Ok((stream, peer))
-    }
-}
-
-impl ClientTls {
-    /// Performs the client side of a TLS handshake on `io` for `server_name`
-    /// with the configured deadline.
-    ///
-    /// Sessions are resumed (unless disabled), and the server of every
-    /// resumed session is verified again, now, against the current bundles
-    /// and authorizer; one that no longer verifies is refused and every
-    /// cached session dropped, so the next connection does a full handshake
-    /// ([`crate::http::HttpsConnector`] retries it at once).
-    ///
-    /// # Errors
-    /// [`HandshakeError`]: deadline, rejected server certificate (full or
-    /// resumed handshake), other TLS failures.
-    pub async fn connect<IO>(
-        &self,
-        server_name: ServerName<'static>,
-        io: IO,
-    ) -> Result<tokio_rustls::client::TlsStream<IO>, HandshakeError>
-    where
-        IO: AsyncRead + AsyncWrite + Unpin,
-    {
-        let config = self.handshake_config();
-        let connector = tokio_rustls::TlsConnector::from(config);
-        let stream = run(
-            self.handshake_timeout(),
-            connector.connect(server_name.clone(), io),
-        )
-        .await?;
-        let conn = stream.get_ref().1;
-        if conn.handshake_kind() == Some(HandshakeKind::Resumed) {
-            let chain = conn.peer_certificates().unwrap_or_default();
-            let verdict = match chain.split_first() {
-                Some((leaf, intermediates)) => {
-                    self.server_auth()
-                        .verify(leaf, intermediates, &server_name, UnixTime::now())
-                }
-                None => Err(VerifyError::NoCertificate),
-            };
-            if let Err(e) = verdict {
-                self.purge_sessions();
-                return Err(HandshakeError::ResumedPeerRejected(Arc::new(e)));
-            }
-        }
-        Ok(stream)
-    }
 }
 
 /// At most this many rejection warnings per [`LOG_WINDOW`]; the rest are

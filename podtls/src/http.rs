@@ -14,16 +14,24 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use crate::conn_age::ConnectionDeadline;
+use crate::peer_verification::PeerAuth;
 use crate::serve::{serve, Accepted, ServeOptions, ServeStats};
 use crate::server_tls::ServerTls;
-use crate::verify::PeerAuth;
 
 mod connector;
 mod streams;
 mod unsent;
 
 pub use connector::{HttpsConnector, ServerInfo, TlsConnection};
+
+// The crates whose types this module's signatures use (requests, responses,
+// bodies, the connector's `Service` and `Connection`), re-exported on purpose:
+// the exact versions podtls is built against.
+pub use ::http;
+pub use hyper;
+pub use hyper_util;
 use streams::{Streams, TrackedBody};
+pub use tower_service;
 pub use unsent::never_sent;
 
 /// The client's address, inserted into every request's extensions next to

@@ -15,9 +15,9 @@
 //!   that understands kubelet's atomic writer, a periodic re-read as a safety
 //!   net, content hashing, last good material kept on any error, fail closed
 //!   before the first good load, status and a subscription per store.
-//!   [`FileWatch`] offers the same machinery for a file of the application's
+//!   [`FileWatch`](reload::FileWatch) offers the same machinery for a file of the application's
 //!   own kind (the signer reloads its CA pool with it).
-//! - **SPIFFE** ([`verify_spiffe_peer`], [`Authorizer`]): X509-SVID peers
+//! - **SPIFFE** ([`Authorizer`], [`verification::verify_spiffe_peer`]): X509-SVID peers
 //!   verified against the bundle of their own trust domain, then authorized.
 //! - **Credential folders** ([`PodTlsBuilder::credential_folder`],
 //!   [`PodTlsBuilder::credential_folder_from_env`] with
@@ -86,6 +86,27 @@
 //! `crypto_provider`; `config().fips()` then reports whether the result is
 //! FIPS-approved. podtls does not claim FIPS validation of its own.
 //!
+//! ## Where things are
+//!
+//! The crate root holds what a service uses first: the sources
+//! ([`PodTls`], [`Store`], [`Credentials`], [`TrustBundle`],
+//! [`SpiffeBundles`]), the two sides ([`ServerTls`] with [`ClientAuth`],
+//! [`ClientTls`] with [`ServerAuth`]), serving and connecting ([`serve`],
+//! [`connect_tcp`], [`http`]), who the peer is ([`PeerAuth`],
+//! [`PeerIdentity`], [`SpiffeId`], [`PodIdentity`], [`IssuingCluster`]),
+//! the policy ([`Authorizer`]) and the three errors ([`Error`],
+//! [`VerifyError`], [`HandshakeError`]). The rest is grouped:
+//!
+//! | Module | What is in it |
+//! |---|---|
+//! | [`rustls_adapters`] | the rustls trait implementations (certificate resolver, verifiers) and the `tweak` views, for rustls configurations of your own |
+//! | [`verification`] | verifying and authorizing a peer yourself: pure functions with an explicit `now` |
+//! | [`reload`] | what a [`Store`] reports (`Status`, `Health`, `Summary`), its timing, `FileWatch` for your own files |
+//! | [`certificate`] | a leaf's summary (`CertInfo`), the PodIdentity / issuing-cluster extension encodings, `KeyType` |
+//! | [`credential_folder`] | the SPIFFE credential folder's file names |
+//! | [`error`] | the three error enums and what their variants carry |
+//! | [`http`], `axum`, `tonic` | hyper, axum and tonic integration (features `hyper` (default), `axum`, `tonic`) |
+//!
 //! It does **not** talk to the Kubernetes API, generate keys or request
 //! certificates: kubelet does that. It does not check revocation (pod
 //! certificates are short-lived instead).
@@ -120,22 +141,25 @@
 //! ```
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
+#![deny(missing_docs)]
 
 mod authorizer;
 mod cert_info;
 mod client_tls;
 mod conn_age;
-mod credential_folder;
+pub mod credential_folder;
 mod credentials;
-mod error;
+pub mod error;
 mod file_watch;
 mod handshake;
 mod issuing_cluster;
+mod key_type;
+mod peer_verification;
 mod pem;
 mod pod_identity;
 mod pod_tls;
 mod publisher;
-mod resolver;
+pub mod rustls_adapters;
 mod serve;
 mod server_tls;
 mod session;
@@ -145,9 +169,6 @@ mod store;
 mod svid;
 mod tcp;
 mod trust_bundle;
-mod tweaks;
-mod verifier;
-mod verify;
 mod watcher;
 
 #[cfg(feature = "hyper")]
@@ -166,56 +187,71 @@ pub mod tonic;
 #[cfg(any(test, feature = "test-util"))]
 pub mod test_util;
 
-pub use crate::authorizer::{Authorizer, PeerClaims, Unauthorized};
-pub use crate::cert_info::{format_time, CertInfo};
+// What a service author reaches for first. Everything else is in the public
+// modules (`rustls_adapters`, `verification`, `reload`, `certificate`,
+// `credential_folder`, `error`, `http`, ...), grouped by what it is for.
+pub use crate::authorizer::Authorizer;
 pub use crate::client_tls::{ClientTls, ClientTlsBuilder, ServerAuth};
 pub use crate::conn_age::{CloseReason, ConnectionDeadline};
-pub use crate::credential_folder::{
-    trust_bundle_file_name, CREDENTIAL_BUNDLE_FILE, CREDENTIAL_BUNDLE_FILE_OLD,
-    SPIFFE_CREDENTIAL_FOLDER_ENV, TRUST_BUNDLE_SUFFIX, TRUST_BUNDLE_SUFFIX_OLD,
-};
+pub use crate::credential_folder::SPIFFE_CREDENTIAL_FOLDER_ENV;
 pub use crate::credentials::{provider, Credentials, LeafKind};
-pub use crate::error::{Error, FileKind, Origin};
-pub use crate::file_watch::FileWatch;
+pub use crate::error::{Error, Origin};
 pub use crate::handshake::{HandshakeError, DEFAULT_HANDSHAKE_TIMEOUT};
-pub use crate::issuing_cluster::{
-    IssuingCluster, IssuingClusterError, ISSUING_CLUSTER_ACCESS_METHOD, MAX_ISSUER_LEN,
-    SUBJECT_INFO_ACCESS_OID, SUBJECT_INFO_ACCESS_OID_ARCS,
-};
-pub use crate::pod_identity::{
-    PodIdentity, PodIdentityError, POD_IDENTITY_OID, POD_IDENTITY_OID_ARCS,
-};
+pub use crate::issuing_cluster::IssuingCluster;
+pub use crate::peer_verification::{PeerAuth, PeerIdentity, VerifyError};
+pub use crate::pod_identity::PodIdentity;
 pub use crate::pod_tls::{PodTls, PodTlsBuilder};
-pub use crate::publisher::{IdentityPublisher, PublishError};
-pub use crate::resolver::CredentialResolver;
+pub use crate::publisher::IdentityPublisher;
 pub use crate::serve::{serve, Accepted, ServeOptions, ServeStats};
-pub use crate::server_tls::{ClientAuth, ServerTls, ServerTlsBuilder};
-pub use crate::spiffe_bundles::{SpiffeBundles, TrustDomainStatus};
-pub use crate::spiffe_id::{
-    parse_spiffe_id, parse_trust_domain, SpiffeId, SpiffeIdError, TrustDomain, MAX_SPIFFE_ID_LEN,
-};
-pub use crate::store::{Health, Material, Status, Store, Summary};
-pub use crate::svid::{validate_svid_leaf, validate_svid_leaf_der, SvidError};
+pub use crate::server_tls::{ClientAuth, ClientCertMode, ServerTls, ServerTlsBuilder};
+pub use crate::spiffe_bundles::SpiffeBundles;
+pub use crate::spiffe_id::{parse_spiffe_id, parse_trust_domain, SpiffeId, TrustDomain};
+pub use crate::store::Store;
 pub use crate::tcp::connect_tcp;
-pub use crate::trust_bundle::{AnchorRejection, TrustBundle};
-pub use crate::tweaks::{ClientTweaks, ServerTweaks};
-pub use crate::verifier::{
-    ClientCertMode, DnsServerVerifier, SpiffeClientVerifier, SpiffeServerVerifier,
-};
-pub use crate::verify::{
-    verify_dns_server, verify_spiffe_peer, ChainFailure, PeerAuth, PeerIdentity, PeerRole,
-    VerifyError,
-};
-pub use crate::watcher::ReloadTiming;
+pub use crate::trust_bundle::TrustBundle;
 #[cfg(feature = "workload-api")]
 pub use crate::workload_api::{WorkloadApiSource, SPIFFE_ENDPOINT_SOCKET_ENV};
 
+/// Reloading and its status: what a [`Store`] holds and reports, its timing,
+/// and [`FileWatch`](reload::FileWatch) for files of the application's own.
+pub mod reload {
+    pub use crate::file_watch::FileWatch;
+    pub use crate::spiffe_bundles::TrustDomainStatus;
+    pub use crate::store::{Health, Material, Status, Summary};
+    pub use crate::watcher::ReloadTiming;
+}
+
+/// Verifying and authorizing a peer yourself, outside a handshake: the pure
+/// functions the rustls adapters and podtls' handshake path call, with an
+/// explicit `now`. No I/O.
+pub mod verification {
+    pub use crate::authorizer::PeerClaims;
+    pub use crate::peer_verification::{verify_dns_server, verify_spiffe_peer, PeerRole};
+    pub use crate::svid::validate_svid_leaf_der;
+}
+
+/// What podtls reads from certificates: the summary of a leaf, the key types
+/// Kubernetes allows, and the encodings of the PodIdentity and issuing-cluster
+/// extensions (shared with the signer that writes them).
+pub mod certificate {
+    pub use crate::cert_info::{format_time, CertInfo};
+    pub use crate::issuing_cluster::{
+        ISSUING_CLUSTER_ACCESS_METHOD, MAX_ISSUER_LEN, SUBJECT_INFO_ACCESS_OID,
+        SUBJECT_INFO_ACCESS_OID_ARCS,
+    };
+    pub use crate::key_type::KeyType;
+    pub use crate::pod_identity::{POD_IDENTITY_OID, POD_IDENTITY_OID_ARCS};
+    pub use crate::spiffe_id::MAX_SPIFFE_ID_LEN;
+}
+
+// Dependencies whose types appear in podtls' signatures, re-exported on
+// purpose (certificate and name types are `rustls::pki_types`).
 pub use rustls;
+pub use spiffe;
+pub use tokio;
+pub use tokio_rustls;
 
 /// The README's Rust examples, compiled as doc tests.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
-
-pub use spiffe;
-pub use tokio_rustls;

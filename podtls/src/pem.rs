@@ -21,7 +21,7 @@ pub(crate) fn parse_blocks(pem: &[u8], origin: &Origin) -> Result<PemBlocks, Err
     for section in <(SectionKind, Vec<u8>)>::pem_slice_iter(pem) {
         let (kind, der) = section.map_err(|e| Error::Pem {
             origin: origin.clone(),
-            detail: e.to_string(),
+            source: e,
         })?;
         match kind {
             SectionKind::Certificate => out.certs.push(CertificateDer::from(der)),

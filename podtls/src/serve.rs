@@ -26,8 +26,8 @@ use tokio_rustls::server::TlsStream;
 
 use crate::conn_age::{close_deadline, jitter_sample, CloseReason, ConnectionDeadline};
 use crate::handshake::{log_rejection, HandshakeError};
+use crate::peer_verification::PeerAuth;
 use crate::server_tls::ServerTls;
-use crate::verify::PeerAuth;
 
 /// A connection whose handshake completed.
 #[derive(Debug)]

@@ -4,20 +4,35 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::server::ServerSessionMemoryCache;
-use rustls::{ServerConfig, ServerConnection, SupportedProtocolVersion};
+use rustls::{HandshakeKind, ServerConfig, ServerConnection, SupportedProtocolVersion};
 use rustls_pki_types::UnixTime;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::authorizer::Authorizer;
 use crate::credentials::Credentials;
 use crate::error::Error;
-use crate::handshake::DEFAULT_HANDSHAKE_TIMEOUT;
-use crate::resolver::CredentialResolver;
+use crate::handshake::{run, HandshakeError, DEFAULT_HANDSHAKE_TIMEOUT};
+use crate::peer_verification::{verify_spiffe_peer, PeerAuth, PeerIdentity, PeerRole, VerifyError};
+use crate::rustls_adapters::{CredentialResolver, ServerHooks, ServerTweaks, SpiffeClientVerifier};
 use crate::session::{Generation, PerGeneration, SESSION_CACHE_SIZE};
 use crate::spiffe_bundles::SpiffeBundles;
 use crate::store::Store;
-use crate::tweaks::{ServerHooks, ServerTweaks};
-use crate::verifier::{ClientCertMode, SpiffeClientVerifier};
-use crate::verify::{verify_spiffe_peer, PeerAuth, PeerIdentity, PeerRole, VerifyError};
+
+/// Whether a SPIFFE client certificate is required.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientCertMode {
+    /// No certificate, or a certificate that fails verification or policy:
+    /// the handshake fails.
+    Required,
+    /// The certificate is requested but the handshake succeeds without it, and
+    /// verification is *deferred*: the server application gets a
+    /// [`crate::PeerAuth`] (`Anonymous`, `Verified` or `Rejected` with the
+    /// reason) from [`crate::ServerTls::peer_auth`] or the tokio / hyper helpers. Use it
+    /// when the application wants to answer "401, because ..." instead of
+    /// dropping the connection. Never read `peer_certificates()` directly in
+    /// this mode: they are not verified.
+    Optional,
+}
 
 /// SPIFFE client authentication on a server.
 #[derive(Debug, Clone)]
@@ -67,6 +82,7 @@ pub struct ServerTls {
     /// `Some` when resumption is on: the configuration of the current
     /// generation, for [`ServerTls::accept`].
     resuming: Option<Arc<PerGeneration<ServerConfig>>>,
+    credentials: Store<Credentials>,
     client_auth: Option<ClientAuth>,
     handshake_timeout: Duration,
 }
@@ -107,6 +123,18 @@ impl ServerTls {
     /// add one ([`ServerTls::handshake_timeout`]).
     pub fn config(&self) -> &Arc<ServerConfig> {
         &self.config
+    }
+
+    /// An owned copy of [`ServerTls::config`], for libraries that take the
+    /// configuration by value. It shares podtls' live certificate resolver
+    /// and client verifier; resumption is off, as in [`ServerTls::config`].
+    pub fn owned_config(&self) -> ServerConfig {
+        (*self.config).clone()
+    }
+
+    /// The live credentials this server presents.
+    pub fn credentials(&self) -> &Store<Credentials> {
+        &self.credentials
     }
 
     /// The deadline [`ServerTls::accept`] gives a whole handshake.
@@ -273,7 +301,7 @@ impl ServerTlsBuilder {
         };
         let credentials = self.credentials.clone();
         let mut config =
-            builder.with_cert_resolver(Arc::new(CredentialResolver::new(self.credentials)));
+            builder.with_cert_resolver(Arc::new(CredentialResolver::new(self.credentials.clone())));
         config.alpn_protocols = self.alpn;
         for hook in self.hooks.0 {
             hook(&mut ServerTweaks::new(&mut config));
@@ -296,8 +324,44 @@ impl ServerTlsBuilder {
         Ok(ServerTls {
             config: Arc::new(config),
             resuming,
+            credentials: self.credentials,
             client_auth: self.client_auth,
             handshake_timeout: self.handshake_timeout,
         })
+    }
+}
+
+impl ServerTls {
+    /// Performs the server side of a TLS handshake on `io` with the
+    /// configured deadline, and reports who the client is.
+    ///
+    /// This is the path [`crate::serve`] and [`crate::http::serve_http`] take;
+    /// an acceptor of your own should take it too. It resumes sessions
+    /// (unless disabled) and verifies the client of every resumed session
+    /// again, now: in required mode a client that no longer verifies is
+    /// refused, in optional mode it is reported as [`PeerAuth::Rejected`].
+    ///
+    /// # Errors
+    /// [`HandshakeError`]: deadline, rejected client certificate (full or
+    /// resumed handshake), other TLS failures.
+    pub async fn accept<IO>(
+        &self,
+        io: IO,
+    ) -> Result<(tokio_rustls::server::TlsStream<IO>, PeerAuth), HandshakeError>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        let config = self.handshake_config();
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let stream = run(self.handshake_timeout(), acceptor.accept(io)).await?;
+        let conn = stream.get_ref().1;
+        let peer = self.peer_auth(conn);
+        if conn.handshake_kind() == Some(HandshakeKind::Resumed) {
+            if let (PeerAuth::Rejected(e), true) = (&peer, self.client_auth_required()) {
+                self.purge_sessions();
+                return Err(HandshakeError::ResumedPeerRejected(e.clone()));
+            }
+        }
+        Ok((stream, peer))
     }
 }

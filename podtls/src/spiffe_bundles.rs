@@ -9,10 +9,10 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 
 use crate::error::Error;
+use crate::peer_verification::VerifyError;
 use crate::spiffe_id::TrustDomain;
 use crate::store::{Status, Store, Summary};
 use crate::trust_bundle::TrustBundle;
-use crate::verify::VerifyError;
 
 /// One live trust bundle per SPIFFE trust domain.
 ///

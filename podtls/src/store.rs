@@ -47,7 +47,7 @@ pub enum Summary {
         /// Distinct CA certificates.
         authorities: usize,
     },
-    /// Material of the application's own kind ([`crate::FileWatch`]),
+    /// Material of the application's own kind ([`crate::reload::FileWatch`]),
     /// described in a loggable line (never key material).
     Other(String),
 }
@@ -93,7 +93,7 @@ pub struct Status {
     /// Health of the served material.
     pub health: Health,
     /// Why changes to this store's files are found only by the periodic
-    /// re-read ([`crate::ReloadTiming::poll_interval`]): the file watcher
+    /// re-read ([`crate::reload::ReloadTiming::poll_interval`]): the file watcher
     /// could not be created (for example inotify limits) or one of the
     /// directories could not be watched ([`Error::Watch`]). `None` while the
     /// watcher runs and every existing directory is watched. Both are
@@ -178,7 +178,7 @@ impl<T: Material> Store<T> {
 
     /// A cheaper borrow of the current material for short critical sections.
     #[inline]
-    pub fn guard(&self) -> arc_swap::Guard<Option<Arc<T>>> {
+    pub(crate) fn guard(&self) -> arc_swap::Guard<Option<Arc<T>>> {
         self.inner.current.load()
     }
 

@@ -1,7 +1,7 @@
 //! X509-SVID leaf checks (SPIFFE X509-SVID specification, sections 4 and 5).
 //!
 //! Pure functions over a parsed certificate: no chain building here (that is
-//! [`crate::verify`]'s job) and no clock.
+//! [`crate::peer_verification`]'s job) and no clock.
 
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::GeneralName;
@@ -59,7 +59,7 @@ pub enum SvidError {
 /// exactly one URI SAN; lowercase `spiffe` scheme; a valid SPIFFE ID with a
 /// path; not a CA; key usage present with digitalSignature and without
 /// keyCertSign / cRLSign.
-pub fn validate_svid_leaf(leaf: &X509Certificate<'_>) -> Result<SpiffeId, SvidError> {
+pub(crate) fn validate_svid_leaf(leaf: &X509Certificate<'_>) -> Result<SpiffeId, SvidError> {
     let id = svid_id(leaf)?;
     let bc = leaf
         .basic_constraints()

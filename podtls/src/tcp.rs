@@ -12,7 +12,9 @@ use tokio_rustls::client::TlsStream;
 
 use crate::client_tls::{ClientTls, ServerAuth};
 use crate::handshake::HandshakeError;
-use crate::verify::{verify_dns_server, verify_spiffe_peer, PeerIdentity, PeerRole, VerifyError};
+use crate::peer_verification::{
+    verify_dns_server, verify_spiffe_peer, PeerIdentity, PeerRole, VerifyError,
+};
 
 impl ServerAuth {
     /// The identity of a server chain, verified as a full handshake would

@@ -29,7 +29,11 @@
 
 use std::sync::Arc;
 
-use crate::verify::{PeerAuth, PeerIdentity};
+use crate::peer_verification::{PeerAuth, PeerIdentity};
+
+/// The tonic these helpers take requests and return statuses of, re-exported
+/// on purpose.
+pub use ::tonic;
 
 /// The [`PeerAuth`] of a request served through podtls, if it was.
 pub fn peer_auth<T>(request: &::tonic::Request<T>) -> Option<&PeerAuth> {

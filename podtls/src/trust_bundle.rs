@@ -91,13 +91,12 @@ impl TrustBundle {
         let mut anchors = Vec::with_capacity(certs.len());
         let mut limits = Vec::with_capacity(certs.len());
         for (index, cert) in certs.iter().enumerate() {
-            let bad = |detail: String| Error::TrustAnchor {
+            let bad = |source: Box<dyn std::error::Error + Send + Sync>| Error::TrustAnchor {
                 origin: origin.clone(),
                 index,
-                detail,
+                source,
             };
-            let anchor =
-                webpki::anchor_from_trusted_cert(cert).map_err(|e| bad(format!("{e:?}")))?;
+            let anchor = webpki::anchor_from_trusted_cert(cert).map_err(|e| bad(Box::new(e)))?;
             anchors.push(anchor.to_owned());
             limits.push(AnchorLimits::of(cert).map_err(bad)?);
         }
@@ -176,13 +175,12 @@ impl AnchorLimits {
         }
     }
 
-    fn of(cert: &CertificateDer<'_>) -> Result<Self, String> {
-        let (_, parsed) = x509_parser::parse_x509_certificate(cert).map_err(|e| e.to_string())?;
+    fn of(cert: &CertificateDer<'_>) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        let (_, parsed) = x509_parser::parse_x509_certificate(cert)?;
         let validity = parsed.validity();
         let secs = |t: i64| u64::try_from(t).unwrap_or(0);
         let max_intermediates = parsed
-            .basic_constraints()
-            .map_err(|e| e.to_string())?
+            .basic_constraints()?
             .and_then(|bc| bc.value.path_len_constraint);
         Ok(AnchorLimits {
             not_before: secs(validity.not_before.timestamp()),

@@ -332,7 +332,7 @@ mod tests {
         let p = IdentityPublisher::new("wl", LeafKind::SpiffeSvid);
         apply(&p, &context(&good, &[("a.example", &a)]), SystemTime::now());
         let newer = svid(&a, "spiffe://a.example/w");
-        let info = crate::CertInfo::from_der(&newer.leaf_der).unwrap();
+        let info = crate::cert_info::CertInfo::from_der(&newer.leaf_der).unwrap();
         let errors = apply(
             &p,
             &context(&newer, &[("a.example", &a)]),

@@ -16,7 +16,7 @@ use tokio::io::AsyncReadExt;
 
 fn creds(issued: &Issued) -> Store<Credentials> {
     // Loaded while valid (an expired one is then still presented).
-    let info = podtls::CertInfo::from_der(&issued.leaf_der).unwrap();
+    let info = podtls::certificate::CertInfo::from_der(&issued.leaf_der).unwrap();
     Store::fixed(
         "creds",
         Credentials::from_bundle_pem(

@@ -12,8 +12,8 @@ use std::time::{Duration, SystemTime};
 use common::*;
 use podtls::test_util::{CaSpec, CertAuthority, Issued, LeafSpec};
 use podtls::{
-    verify_dns_server, verify_spiffe_peer, Authorizer, ChainFailure, Origin, PeerRole,
-    SpiffeBundles, TrustBundle, VerifyError,
+    error::ChainFailure, verification::verify_dns_server, verification::verify_spiffe_peer,
+    verification::PeerRole, Authorizer, Origin, SpiffeBundles, TrustBundle, VerifyError,
 };
 use rustls::pki_types::{ServerName, UnixTime};
 

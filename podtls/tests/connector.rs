@@ -169,7 +169,7 @@ async fn a_pooled_connection_is_not_used_past_its_server_certificates_expiry() {
         "still pooled"
     );
     // Once that certificate has expired, no request goes over its connection.
-    let not_after = podtls::CertInfo::from_der(&short.leaf_der)
+    let not_after = podtls::certificate::CertInfo::from_der(&short.leaf_der)
         .unwrap()
         .not_after;
     while SystemTime::now() <= not_after + Duration::from_secs(1) {

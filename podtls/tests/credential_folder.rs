@@ -15,8 +15,8 @@ use std::time::Duration;
 use common::*;
 use podtls::test_util::{AtomicWriter, CertAuthority, Issued, KeyType, LeafSpec};
 use podtls::{
-    parse_trust_domain, Authorizer, ClientAuth, ClientTls, Error, PodTls, ServerAuth, ServerTls,
-    TrustDomain, TrustDomainStatus,
+    parse_trust_domain, reload::TrustDomainStatus, Authorizer, ClientAuth, ClientTls, Error,
+    PodTls, ServerAuth, ServerTls, TrustDomain,
 };
 
 const A: &str = "a.example";
@@ -561,7 +561,7 @@ async fn an_empty_own_bundle_fails_closed_and_makes_the_pod_not_ready() {
 async fn junk_huge_files_bad_names_and_path_tricks_are_ignored_or_refused_never_fatal() {
     let (ca_a, ca_b) = (CertAuthority::new("a"), CertAuthority::new("b"));
     let mut folder = Folder::new();
-    let timing = podtls::ReloadTiming {
+    let timing = podtls::reload::ReloadTiming {
         max_file_size: 64 * 1024,
         ..fast_timing()
     };

@@ -317,3 +317,65 @@ async fn resumption_is_cut_off_when_trust_or_credentials_change() {
         .await
         .unwrap();
 }
+
+/// `ServerTls` and `ClientTls` have one shape: built by a builder, cheap to
+/// clone, their live credentials and rustls configuration (`config()` /
+/// `owned_config()`, resumption off) handed out the same way; a plain
+/// tokio-rustls pair handshakes with the owned configurations, through
+/// podtls' live resolver and verifiers.
+#[tokio::test]
+async fn server_and_client_tls_mirror_each_other() {
+    use std::sync::Arc;
+
+    use podtls::certificate::CertInfo;
+    use podtls::rustls::pki_types::ServerName;
+    use podtls::tokio_rustls::{TlsAcceptor, TlsConnector};
+
+    let ca = CertAuthority::new("ca");
+    let b = bundles(&[(TD, &[&ca])]);
+    let server = ca.issue(&LeafSpec::spiffe("spiffe://cluster.local/ns/s/sa/server"));
+    let client = ca.issue(&LeafSpec::spiffe("spiffe://cluster.local/ns/c/sa/client"));
+    let stls = ServerTls::builder(creds_store(&server))
+        .client_auth(ClientAuth::required(b.clone(), Authorizer::any()))
+        .alpn(&[b"h2"])
+        .build()
+        .unwrap();
+    let ctls = ClientTls::builder(ServerAuth::Spiffe(b.clone(), Authorizer::any()))
+        .client_credentials(creds_store(&client))
+        .alpn(&[b"h2"])
+        .build()
+        .unwrap();
+    let serial = |s: &Store<Credentials>| s.current().unwrap().info().serial.clone();
+    assert_eq!(serial(stls.credentials()), server.serial);
+    assert_eq!(serial(ctls.client_credentials().unwrap()), client.serial);
+    let anonymous = ClientTls::builder(ServerAuth::Spiffe(b, Authorizer::any()))
+        .build()
+        .unwrap();
+    assert!(anonymous.client_credentials().is_none());
+
+    let (sc, cc) = (stls.owned_config(), ctls.owned_config());
+    assert_eq!(sc.send_tls13_tickets, 0, "no resumption outside podtls");
+    assert!(!sc.session_storage.can_cache(), "no server session cache");
+    assert_eq!(sc.alpn_protocols, [b"h2".to_vec()]);
+    assert_eq!(cc.alpn_protocols, [b"h2".to_vec()]);
+    assert_eq!(sc.alpn_protocols, stls.config().alpn_protocols);
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor = TlsAcceptor::from(Arc::new(sc));
+    let accepted = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let stream = acceptor.accept(tcp).await.unwrap();
+        let leaf = stream.get_ref().1.peer_certificates().unwrap()[0].clone();
+        CertInfo::from_der(&leaf).unwrap().serial
+    });
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = ServerName::try_from("ignored.example").unwrap();
+    let stream = TlsConnector::from(Arc::new(cc))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let leaf = stream.get_ref().1.peer_certificates().unwrap()[0].clone();
+    assert_eq!(CertInfo::from_der(&leaf).unwrap().serial, server.serial);
+    assert_eq!(accepted.await.unwrap(), client.serial);
+}

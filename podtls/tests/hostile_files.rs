@@ -15,7 +15,10 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use podtls::test_util::{CertAuthority, Issued};
-use podtls::{Error, FileKind, FileWatch, Material, PodTls, ReloadTiming, Status, Store, Summary};
+use podtls::{
+    error::FileKind, reload::FileWatch, reload::Material, reload::ReloadTiming, reload::Status,
+    reload::Summary, Error, PodTls, Store,
+};
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -227,7 +230,7 @@ fn refuses_a_huge_file_and_keeps_the_last_good_credentials() {
         );
         assert_eq!(serial_of(&status).unwrap(), good.serial, "last good kept");
         assert_eq!(
-            podtls::CertInfo::from_der(&creds.current().unwrap().chain()[0])
+            podtls::certificate::CertInfo::from_der(&creds.current().unwrap().chain()[0])
                 .unwrap()
                 .serial,
             good.serial,

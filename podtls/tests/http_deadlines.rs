@@ -20,8 +20,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use podtls::http::{peer_auth, serve_http, HttpOptions};
 use podtls::test_util::{CertAuthority, LeafSpec};
 use podtls::{
-    Authorizer, CertInfo, ClientAuth, ClientTls, Credentials, LeafKind, Origin, ServeOptions,
-    ServeStats, ServerAuth, ServerTls, SpiffeBundles, Store, TrustBundle,
+    certificate::CertInfo, Authorizer, ClientAuth, ClientTls, Credentials, LeafKind, Origin,
+    ServeOptions, ServeStats, ServerAuth, ServerTls, SpiffeBundles, Store, TrustBundle,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

@@ -9,9 +9,10 @@ use std::time::SystemTime;
 use common::*;
 use podtls::test_util::{CertAuthority, Issued, LeafSpec};
 use podtls::{
-    verify_dns_server, verify_spiffe_peer, Authorizer, ClientAuth, ClientTls, IssuingCluster,
-    PeerAuth, PeerRole, PodIdentity, ServerAuth, ServerTls, SpiffeBundles, VerifyError,
-    POD_IDENTITY_OID_ARCS, SUBJECT_INFO_ACCESS_OID_ARCS,
+    certificate::POD_IDENTITY_OID_ARCS, certificate::SUBJECT_INFO_ACCESS_OID_ARCS,
+    verification::verify_dns_server, verification::verify_spiffe_peer, verification::PeerRole,
+    Authorizer, ClientAuth, ClientTls, IssuingCluster, PeerAuth, PodIdentity, ServerAuth,
+    ServerTls, SpiffeBundles, VerifyError,
 };
 use rustls::pki_types::{ServerName, UnixTime};
 
@@ -215,6 +216,17 @@ fn a_trusted_chain_with_a_malformed_identity_extension_is_refused() {
                 "{what}: {err}"
             );
             assert!(err.to_string().contains(&leaf.serial), "{what}: {err}");
+            // The extension's own parse error is the source, naming which one.
+            let VerifyError::Extension { source, .. } = &err else {
+                unreachable!()
+            };
+            let expected_issuer = what == "bad issuer";
+            assert_eq!(
+                matches!(source, podtls::error::ExtensionError::IssuingCluster(_)),
+                expected_issuer,
+                "{what}: {source:?}"
+            );
+            assert!(std::error::Error::source(source).is_some(), "{what}");
         }
     }
     // A critical PodIdentity: WebPKI refuses the unknown critical extension.

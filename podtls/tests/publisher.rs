@@ -165,7 +165,7 @@ async fn bad_material_is_refused_by_name_and_the_last_good_stays_served() {
             now - Duration::from_secs(60),
         ));
     let not_svid = mesh.ca_a.issue(&LeafSpec::dns(&["server.a.example"]));
-    let refusals: Vec<(&str, Result<(), podtls::PublishError>)> = vec![
+    let refusals: Vec<(&str, Result<(), podtls::error::PublishError>)> = vec![
         (
             "key of another leaf",
             mesh.server
@@ -289,7 +289,7 @@ async fn bundle_files_refuse_anchors_naming_another_trust_domain_too() {
     let folder = dir.path().join("folder");
     std::fs::create_dir(&folder).unwrap();
     std::fs::write(
-        folder.join(podtls::trust_bundle_file_name(&td("a.example"))),
+        folder.join(podtls::credential_folder::trust_bundle_file_name(&td("a.example"))),
         &foreign_pem,
     )
     .unwrap();

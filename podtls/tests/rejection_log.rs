@@ -78,7 +78,7 @@ async fn rejections_are_logged_at_warn_with_who_and_why_and_rate_limited() {
         "{first}"
     );
     assert!(first.contains("not authorized"), "{first}");
-    let serial = podtls::CertInfo::from_der(&intruder.leaf_der)
+    let serial = podtls::certificate::CertInfo::from_der(&intruder.leaf_der)
         .unwrap()
         .serial;
     assert!(first.contains(&format!("serial={serial}")), "{first}");

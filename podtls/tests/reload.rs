@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use podtls::test_util::{CertAuthority, LeafSpec};
-use podtls::{Error, Health, PodTls};
+use podtls::{reload::Health, Error, PodTls};
 
 fn start(vol: &Volume) -> PodTls {
     PodTls::builder()
@@ -47,7 +47,7 @@ async fn picks_up_rotated_credentials_and_bundles() {
     let bundles = pod.spiffe_bundles().store(&td()).unwrap().clone();
     vol.write_trust(&[&ca1, &ca2]);
     let s = wait_status(&bundles, "two CAs", |s| {
-        s.summary == Some(podtls::Summary::TrustBundle { authorities: 2 })
+        s.summary == Some(podtls::reload::Summary::TrustBundle { authorities: 2 })
     })
     .await;
     assert!(s.is_ready());
@@ -130,7 +130,7 @@ async fn keeps_last_good_credentials_when_new_ones_are_bad() {
             "{what}: last good kept"
         );
         assert_eq!(
-            podtls::CertInfo::from_der(&creds.current().unwrap().chain()[0])
+            podtls::certificate::CertInfo::from_der(&creds.current().unwrap().chain()[0])
                 .unwrap()
                 .serial,
             good.serial,

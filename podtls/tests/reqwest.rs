@@ -15,7 +15,7 @@ use http_body_util::Full;
 use hyper::Response;
 use mesh::*;
 use podtls::http::{peer_auth, serve_http};
-use podtls::{CertInfo, ClientTls};
+use podtls::{certificate::CertInfo, ClientTls};
 use tokio::net::TcpListener;
 
 struct Server {

@@ -16,8 +16,8 @@ use std::time::{Duration, SystemTime};
 use common::*;
 use podtls::test_util::{CertAuthority, Issued, LeafSpec};
 use podtls::{
-    Authorizer, ChainFailure, ClientAuth, ClientTls, Credentials, HandshakeError, LeafKind, Origin,
-    PodTls, ServerAuth, ServerTls, SpiffeBundles, Store, VerifyError,
+    error::ChainFailure, Authorizer, ClientAuth, ClientTls, Credentials, HandshakeError, LeafKind,
+    Origin, PodTls, ServerAuth, ServerTls, SpiffeBundles, Store, VerifyError,
 };
 use rustls::SupportedProtocolVersion;
 
@@ -223,7 +223,7 @@ async fn row(side: Side, version: &'static SupportedProtocolVersion, change: Cha
             } else {
                 &client_leaf
             };
-            let not_after = podtls::CertInfo::from_der(&peer.leaf_der)
+            let not_after = podtls::certificate::CertInfo::from_der(&peer.leaf_der)
                 .unwrap()
                 .not_after;
             while SystemTime::now() <= not_after + Duration::from_secs(1) {

@@ -184,7 +184,7 @@ async fn rotations_under_traffic_never_fail_a_handshake() {
     for pod in [&server_pod, &client_pod] {
         let store = pod.spiffe_bundles().store(&td()).unwrap().clone();
         wait_status(&store, "CA1+CA2", |s| {
-            s.summary == Some(podtls::Summary::TrustBundle { authorities: 2 })
+            s.summary == Some(podtls::reload::Summary::TrustBundle { authorities: 2 })
         })
         .await;
     }

@@ -33,7 +33,9 @@ async fn connect_tcp_returns_the_servers_verified_identity_through_rotations() {
             }
             // The identity is the one of this connection's certificate.
             let presented = stream.get_ref().1.peer_certificates().unwrap()[0].clone();
-            let presented = podtls::CertInfo::from_der(&presented).unwrap().serial;
+            let presented = podtls::certificate::CertInfo::from_der(&presented)
+                .unwrap()
+                .serial;
             if presented != identity.certificate.serial {
                 return Err(format!("{presented} != {}", identity.certificate.serial));
             }

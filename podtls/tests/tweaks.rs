@@ -36,7 +36,7 @@ async fn negotiated(
     let name = rustls::pki_types::ServerName::try_from("server.svc").unwrap();
     let stream = tls.connect(name, tcp).await.map_err(|e| e.to_string())?;
     let conn = stream.get_ref().1;
-    let serial = podtls::CertInfo::from_der(&conn.peer_certificates().unwrap()[0])
+    let serial = podtls::certificate::CertInfo::from_der(&conn.peer_certificates().unwrap()[0])
         .unwrap()
         .serial;
     Ok((
@@ -74,7 +74,7 @@ async fn tweaks_apply_and_the_live_resolver_and_verifier_stay() {
     let server = TestServer::start_with(server_tls, describe_full).await;
     let tweak_client = {
         let log = client_log.clone();
-        move |t: &mut podtls::ClientTweaks<'_>| {
+        move |t: &mut podtls::rustls_adapters::ClientTweaks<'_>| {
             *t.alpn_protocols() = vec![b"x-podtls-test".to_vec()];
             t.key_log(log).enable_sni(false);
         }

@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, SystemTime};
 
 use podtls::test_util::{CertAuthority, KeyType, LeafSpec};
-use podtls::{Credentials, Error, LeafKind, Origin, SvidError, TrustBundle};
+use podtls::{error::SvidError, Credentials, Error, LeafKind, Origin, TrustBundle};
 
 fn origin() -> Origin {
     Origin::memory("test bundle")
@@ -205,4 +205,44 @@ fn trust_bundle_deduplicates_and_rejects_empty() {
     let err = TrustBundle::from_pem(b"", &origin()).unwrap_err();
     assert!(matches!(err, Error::EmptyTrustBundle { .. }), "{err}");
     assert!(err.to_string().contains("no CA certificate"), "{err}");
+}
+
+/// Where a parser's error exists, it is the error's `source()` (not only
+/// text in the message), and the message still names the origin.
+#[test]
+fn errors_keep_the_parsers_error_as_their_source() {
+    use std::error::Error as _;
+
+    let err = load(
+        "-----BEGIN PRIVATE KEY-----\n!!!notbase64!!!\n-----END PRIVATE KEY-----\n",
+        LeafKind::Any,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("<test bundle>"), "{err}");
+    let source = err.source().expect("PEM error has a source");
+    assert!(
+        source
+            .downcast_ref::<podtls::rustls::pki_types::pem::Error>()
+            .is_some(),
+        "{source:?}"
+    );
+
+    // A key, then a CERTIFICATE block that is not X.509.
+    let ca = CertAuthority::new("ca");
+    let pem = ca.issue(&LeafSpec::dns(&["a.b.svc"])).bundle_pem();
+    let key = &pem[..pem.find("-----BEGIN CERTIFICATE-----").unwrap()];
+    let bad = format!("{key}-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n");
+    let err = load(&bad, LeafKind::Any).unwrap_err();
+    assert!(matches!(err, Error::Certificate { index: 0, .. }), "{err}");
+    let source = err.source().expect("certificate error has a source");
+    assert!(err.to_string().ends_with(&source.to_string()), "{err}");
+
+    // A trust anchor that is not a certificate.
+    let err = TrustBundle::from_pem(
+        b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        &origin(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::TrustAnchor { index: 0, .. }), "{err}");
+    assert!(err.source().is_some(), "{err}");
 }

@@ -99,7 +99,7 @@ mod tests {
         let id =
             podtls::parse_spiffe_id("spiffe://a.example/podtls-signer/bundle-endpoint").unwrap();
         let svid = issue_endpoint_svid(&ca, &id, now).unwrap();
-        let got = podtls::validate_svid_leaf_der(&svid.chain[0]).unwrap();
+        let got = podtls::verification::validate_svid_leaf_der(&svid.chain[0]).unwrap();
         assert_eq!(got, id);
         assert!(svid.renew_at < svid.not_after);
         assert!(svid.renew_at > now);

@@ -224,10 +224,10 @@ pub enum Error {
     },
     /// A configured issuing cluster (`--issuer-url`) or the discovered one is invalid.
     #[error("issuer URL: {0}")]
-    InvalidIssuer(#[from] podtls::IssuingClusterError),
+    InvalidIssuer(#[from] podtls::error::IssuingClusterError),
     /// The PodIdentity extension could not be encoded.
     #[error("PodIdentity extension: {0}")]
-    PodIdentity(#[from] podtls::PodIdentityError),
+    PodIdentity(#[from] podtls::error::PodIdentityError),
 }
 
 /// An RFC 3339 UTC time with seconds (`2026-11-30T07:00:00Z`), for messages and the

@@ -415,7 +415,7 @@ fn identity_check(
     let sia: Vec<_> = leaf
         .extensions()
         .iter()
-        .filter(|e| e.oid.to_id_string() == podtls::SUBJECT_INFO_ACCESS_OID)
+        .filter(|e| e.oid.to_id_string() == podtls::certificate::SUBJECT_INFO_ACCESS_OID)
         .collect();
     let cluster = match sia.as_slice() {
         [] => None,

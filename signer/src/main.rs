@@ -55,7 +55,8 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context as _};
-use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgAction, Args, Parser, Subcommand};
+use podtls_bin_support::logging::LogFormat;
 use signer::{
     generate_ca, parse_trust_domain, CaPool, KeyType, NamespaceAssignment, SignerConfig,
     TrustDomainMap,
@@ -73,17 +74,11 @@ mod cli;
 )]
 struct Cli {
     /// Log output format.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human, env = "SIGNER_LOG_FORMAT")]
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "SIGNER_LOG_FORMAT")]
     log_format: LogFormat,
 
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum LogFormat {
-    Human,
-    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -329,7 +324,7 @@ fn main() -> ExitCode {
     // One process-wide rustls provider (aws-lc-rs) for the Kubernetes client.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    podtls_bin_support::logging::init(cli.log_format, "info");
     let result = match cli.command {
         Command::Ca(command) => cli::ca::run(&command),
         Command::MakeCaPoolSecret(args) => make_ca_pool_secret(&args),
@@ -343,18 +338,6 @@ fn main() -> ExitCode {
             tracing::error!(error = format!("{error:#}"), "signer failed");
             ExitCode::FAILURE
         }
-    }
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Human => builder.init(),
-        LogFormat::Json => builder.json().init(),
     }
 }
 

@@ -4,7 +4,10 @@
 //! [`podtls::IssuingCluster`]), so what the signer writes is exactly what podtls
 //! reads back.
 
-use podtls::{IssuingCluster, PodIdentity, POD_IDENTITY_OID_ARCS, SUBJECT_INFO_ACCESS_OID_ARCS};
+use podtls::{
+    certificate::POD_IDENTITY_OID_ARCS, certificate::SUBJECT_INFO_ACCESS_OID_ARCS, IssuingCluster,
+    PodIdentity,
+};
 use rcgen::CustomExtension;
 
 use crate::{Error, IssuanceRequest};

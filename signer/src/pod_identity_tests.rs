@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use podtls::{
-    Authorizer, Origin, PeerRole, SpiffeBundles, Store, TrustBundle, POD_IDENTITY_OID,
-    SUBJECT_INFO_ACCESS_OID,
+    certificate::POD_IDENTITY_OID, certificate::SUBJECT_INFO_ACCESS_OID, verification::PeerRole,
+    Authorizer, Origin, SpiffeBundles, Store, TrustBundle,
 };
 use rustls_pki_types::{CertificateDer, UnixTime};
 use x509_parser::extensions::{GeneralName, ParsedExtension};
@@ -170,7 +170,7 @@ fn issues_the_pods_whole_identity() {
         Some(expected_identity(&req))
     );
     // A valid X509-SVID for podtls.
-    podtls::validate_svid_leaf_der(&issued.leaf_der).expect("valid X509-SVID");
+    podtls::verification::validate_svid_leaf_der(&issued.leaf_der).expect("valid X509-SVID");
 }
 
 #[test]
@@ -206,7 +206,7 @@ fn podtls_reads_the_pod_identity_and_issuer_back_from_a_verified_chain() {
         Authorizer::pod_namespace("shop"),
         Authorizer::issued_by(IssuingCluster::new(ISSUER).unwrap()),
     ]);
-    let peer = podtls::verify_spiffe_peer(
+    let peer = podtls::verification::verify_spiffe_peer(
         &CertificateDer::from(issued.leaf_der.clone()),
         &[],
         &bundles,
@@ -218,7 +218,7 @@ fn podtls_reads_the_pod_identity_and_issuer_back_from_a_verified_chain() {
     assert_eq!(peer.pod_identity(), Some(&expected_identity(&req)));
     assert_eq!(peer.issuing_cluster().unwrap().as_str(), ISSUER);
     // Another namespace's rule refuses it.
-    assert!(podtls::verify_spiffe_peer(
+    assert!(podtls::verification::verify_spiffe_peer(
         &CertificateDer::from(issued.leaf_der.clone()),
         &[],
         &bundles,

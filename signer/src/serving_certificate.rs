@@ -150,7 +150,7 @@ mod tests {
             podtls::TrustBundle::from_pem(pool.trust_bundle_pem().as_bytes(), &origin).unwrap();
         let name = rustls::pki_types::ServerName::try_from("podtls-injection.mesh-controller.svc")
             .unwrap();
-        podtls::verify_dns_server(
+        podtls::verification::verify_dns_server(
             &creds.chain()[0],
             &creds.chain()[1..],
             &name,

@@ -213,14 +213,11 @@ impl Server {
                 panic!("demo-server did not start: {}", stderr.join().unwrap());
             }
         };
-        let field = |k: &str| {
-            line.split_whitespace()
-                .find_map(|f| f.strip_prefix(k))
-                .and_then(|v| v.parse().ok())
-        };
+        let listening = podtls_bin_support::protocol::Listening::parse(&line)
+            .unwrap_or_else(|| panic!("not a LISTENING line: {line:?}"));
         Server {
-            https: field("https=").expect("https address"),
-            admin: field("admin="),
+            https: listening.https,
+            admin: listening.admin,
             logs,
             child,
             stderr: Some(stderr),

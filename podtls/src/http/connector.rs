@@ -173,7 +173,7 @@ impl HttpsConnector {
         let certificate = conn
             .peer_certificates()
             .and_then(|c| c.first())
-            .and_then(|leaf| crate::CertInfo::from_der(leaf).ok());
+            .and_then(|leaf| crate::certificate::CertInfo::from_der(leaf).ok());
         let expires = certificate.as_ref().map(|c| expiry_instant(c.not_after));
         let info = ServerInfo {
             certificate,
@@ -224,7 +224,7 @@ impl tower_service::Service<Uri> for HttpsConnector {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerInfo {
     /// The server's leaf certificate, as presented at this connection's handshake.
-    pub certificate: Option<crate::CertInfo>,
+    pub certificate: Option<crate::certificate::CertInfo>,
     /// The ALPN protocol negotiated, if any.
     pub alpn: Option<String>,
     /// Whether the TLS session was resumed (no certificate was presented then;

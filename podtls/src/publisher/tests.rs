@@ -6,7 +6,7 @@ use super::*;
 use crate::parse_trust_domain;
 use crate::store::Health;
 use crate::test_util::{CertAuthority, Issued, LeafSpec};
-use crate::verify::VerifyError;
+use crate::peer_verification::VerifyError;
 
 fn td(name: &str) -> TrustDomain {
     parse_trust_domain(name).unwrap()
@@ -115,7 +115,7 @@ fn refuses_an_expired_or_not_yet_valid_leaf_at_the_given_now() {
     let p = publisher();
     let ca = CertAuthority::new("a");
     let leaf = svid(&ca, "spiffe://a.example/one");
-    let info = crate::CertInfo::from_der(&leaf.leaf_der).unwrap();
+    let info = crate::cert_info::CertInfo::from_der(&leaf.leaf_der).unwrap();
     let late = info.not_after + Duration::from_secs(1);
     let error = p
         .publish_credentials(leaf.chain_der.clone(), key(&leaf), late)
@@ -310,7 +310,7 @@ fn renewal_overdue_and_expiry_show_in_the_health() {
     let p = publisher();
     let ca = CertAuthority::new("a");
     let leaf = svid(&ca, "spiffe://a.example/one");
-    let info = crate::CertInfo::from_der(&leaf.leaf_der).unwrap();
+    let info = crate::cert_info::CertInfo::from_der(&leaf.leaf_der).unwrap();
     p.publish_credentials(leaf.chain_der.clone(), key(&leaf), SystemTime::now())
         .unwrap();
     let lifetime = info.not_after.duration_since(info.not_before).unwrap();

@@ -11,34 +11,9 @@ use rcgen::{
 };
 use rustls_pki_types::CertificateDer;
 
-/// The key types kubelet can generate for a pod.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyType {
-    /// RSA 3072.
-    Rsa3072,
-    /// RSA 4096.
-    Rsa4096,
-    /// ECDSA P-256.
-    EcdsaP256,
-    /// ECDSA P-384.
-    EcdsaP384,
-    /// ECDSA P-521.
-    EcdsaP521,
-    /// Ed25519.
-    Ed25519,
-}
+pub use crate::key_type::KeyType;
 
 impl KeyType {
-    /// All six, in kubelet's naming order.
-    pub const ALL: [KeyType; 6] = [
-        KeyType::Rsa3072,
-        KeyType::Rsa4096,
-        KeyType::EcdsaP256,
-        KeyType::EcdsaP384,
-        KeyType::EcdsaP521,
-        KeyType::Ed25519,
-    ];
-
     /// Generates a key pair of this type.
     ///
     /// # Panics
@@ -119,7 +94,7 @@ impl LeafSpec {
     }
 
     /// Adds an extension (OID arcs, DER value, critical), e.g. a PodIdentity
-    /// ([`crate::POD_IDENTITY_OID_ARCS`]).
+    /// ([`crate::certificate::POD_IDENTITY_OID_ARCS`]).
     pub fn extension(mut self, oid: &[u64], value: Vec<u8>, critical: bool) -> Self {
         self.extensions.push((oid.to_vec(), value, critical));
         self
@@ -343,7 +318,7 @@ impl CertAuthority {
             params.custom_extensions.push(ext);
         }
         let cert = params.signed_by(&key, &self.issuer).expect("sign leaf");
-        let serial = crate::CertInfo::from_der(cert.der())
+        let serial = crate::certificate::CertInfo::from_der(cert.der())
             .expect("parse issued leaf")
             .serial;
         let mut chain_pem = cert.pem();

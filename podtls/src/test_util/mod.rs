@@ -9,3 +9,5 @@ mod certs;
 
 pub use atomic_writer::AtomicWriter;
 pub use certs::{CaSpec, CertAuthority, Issued, KeyType, LeafSpec};
+/// The rcgen whose `KeyPair` [`KeyType::generate`] returns, re-exported on purpose.
+pub use rcgen;

@@ -291,13 +291,13 @@ impl Reload for FolderSource {
                         Target::Bundle(td),
                         Error::Rejected {
                             origin: Origin::file(&self.folder),
-                            detail: detail.clone(),
+                            source: detail.clone().into(),
                         },
                     ));
                 }
                 return Err(Error::Rejected {
                     origin: Origin::file(&self.folder),
-                    detail,
+                    source: detail.into(),
                 });
             }
         };
@@ -326,7 +326,7 @@ impl Reload for FolderSource {
             0 => Ok(()),
             n => Err(Error::Rejected {
                 origin: Origin::file(&self.folder),
-                detail: format!("{n} file(s) of the credential folder failed to load"),
+                source: format!("{n} file(s) of the credential folder failed to load").into(),
             }),
         }
     }

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use podtls::test_util::{AtomicWriter, CertAuthority, Issued, LeafSpec};
 use podtls::{
-    parse_trust_domain, Accepted, PeerAuth, ReloadTiming, ServeOptions, ServerTls, Status, Store,
-    TrustDomain,
+    parse_trust_domain, reload::ReloadTiming, reload::Status, Accepted, PeerAuth, ServeOptions,
+    ServerTls, Store, TrustDomain,
 };
 use podtls::{ClientTls, Credentials, LeafKind, Origin, ServeStats, ServerAuth, TrustBundle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -88,7 +88,7 @@ pub fn spiffe_leaf(ca: &CertAuthority, path: &str) -> Issued {
 
 /// Polls `cond` on every status change of `store` until it holds, or panics
 /// at the deadline.
-pub async fn wait_status<T: podtls::Material>(
+pub async fn wait_status<T: podtls::reload::Material>(
     store: &Store<T>,
     what: &str,
     cond: impl Fn(&Status) -> bool,
@@ -114,7 +114,7 @@ pub async fn wait_status<T: podtls::Material>(
 
 pub fn serial_of(status: &Status) -> Option<String> {
     match &status.summary {
-        Some(podtls::Summary::Certificate(c)) => Some(c.serial.clone()),
+        Some(podtls::reload::Summary::Certificate(c)) => Some(c.serial.clone()),
         _ => None,
     }
 }
@@ -224,7 +224,7 @@ async fn read_line(mut tls: tokio_rustls::client::TlsStream<TcpStream>) -> Resul
     let server_serial = conn
         .peer_certificates()
         .and_then(|c| c.first())
-        .map(|c| podtls::CertInfo::from_der(c).unwrap().serial)
+        .map(|c| podtls::certificate::CertInfo::from_der(c).unwrap().serial)
         .unwrap_or_default();
     let resumed = conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
     let mut line = String::new();

@@ -21,7 +21,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Empty};
-use podtls::{Authorizer, SpiffeBundles, SpiffeServerVerifier, Store, TrustBundle};
+use podtls::{
+    rustls_adapters::SpiffeServerVerifier, Authorizer, SpiffeBundles, Store, TrustBundle,
+};
 use rustls::client::danger::ServerCertVerifier;
 use rustls::client::WebPkiServerVerifier;
 use rustls::RootCertStore;

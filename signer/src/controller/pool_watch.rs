@@ -1,5 +1,5 @@
 //! The CA pool file (projected from a Secret's `pool` key), hot-reloaded with podtls'
-//! file watcher ([`podtls::FileWatch`]): the same machinery that reloads pod
+//! file watcher ([`podtls::reload::FileWatch`]): the same machinery that reloads pod
 //! credentials, so kubelet's `..data` swap, a replaced directory, a missed event (the
 //! periodic re-read) and a half-written file (a second look before an error is
 //! reported) are handled once, in one place. An unchanged file is a no-op; a pool that
@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use podtls::{FileWatch, Material, ReloadTiming, Store, Summary};
+use podtls::{reload::FileWatch, reload::Material, reload::ReloadTiming, reload::Summary, Store};
 use tokio::sync::watch;
 
 use crate::CaPool;

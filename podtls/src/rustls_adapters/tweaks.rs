@@ -9,16 +9,16 @@
 //! or verifier, turning on resumption outside podtls' handshake path, or
 //! enabling 0-RTT data is impossible by type, not refused at run time:
 //!
-//! ```compile_fail
+//! ```compile_fail,E0616
 //! # use std::sync::Arc;
-//! # fn attack(t: &mut podtls::ServerTweaks<'_>, r: Arc<dyn rustls::server::ResolvesServerCert>) {
+//! # fn attack(t: &mut podtls::rustls_adapters::ServerTweaks<'_>, r: Arc<dyn rustls::server::ResolvesServerCert>) {
 //! t.config.cert_resolver = r; // private field: does not compile
 //! # }
 //! ```
 //!
-//! ```compile_fail
+//! ```compile_fail,E0596
 //! # use std::sync::Arc;
-//! # fn attack(t: &mut podtls::ClientTweaks<'_>, v: Arc<dyn rustls::client::danger::ServerCertVerifier>) {
+//! # fn attack(t: &mut podtls::rustls_adapters::ClientTweaks<'_>, v: Arc<dyn rustls::client::danger::ServerCertVerifier>) {
 //! // `config()` is read-only: no `dangerous()` verifier swap.
 //! t.config().dangerous().set_certificate_verifier(v);
 //! # }

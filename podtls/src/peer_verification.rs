@@ -28,8 +28,8 @@ use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
 use crate::authorizer::{Authorizer, PeerClaims, Unauthorized};
 use crate::cert_info::CertInfo;
-use crate::issuing_cluster::IssuingCluster;
-use crate::pod_identity::PodIdentity;
+use crate::issuing_cluster::{IssuingCluster, IssuingClusterError};
+use crate::pod_identity::{PodIdentity, PodIdentityError};
 use crate::spiffe_bundles::SpiffeBundles;
 use crate::spiffe_id::SpiffeId;
 use crate::svid::SvidError;
@@ -86,12 +86,14 @@ fn claims_of(
     leaf: &x509_parser::certificate::X509Certificate<'_>,
     serial: &str,
 ) -> Result<(Option<PodIdentity>, Option<IssuingCluster>), VerifyError> {
-    let bad = |detail: String| VerifyError::Extension {
+    let bad = |source: ExtensionError| VerifyError::Extension {
         serial: serial.to_string(),
-        detail,
+        source,
     };
-    let pod = PodIdentity::from_certificate(leaf).map_err(|e| bad(e.to_string()))?;
-    let cluster = IssuingCluster::from_certificate(leaf).map_err(|e| bad(e.to_string()))?;
+    let pod =
+        PodIdentity::from_certificate(leaf).map_err(|e| bad(ExtensionError::PodIdentity(e)))?;
+    let cluster = IssuingCluster::from_certificate(leaf)
+        .map_err(|e| bad(ExtensionError::IssuingCluster(e)))?;
     Ok((pod, cluster))
 }
 
@@ -168,16 +170,30 @@ pub enum VerifyError {
     },
     /// The chain verified, but the leaf's PodIdentity or issuing-cluster extension is
     /// malformed or repeated: the peer is refused (never accepted without it).
-    #[error("certificate (serial {serial}) verified, but carries a malformed identity extension: {detail}")]
+    #[error("certificate (serial {serial}) verified, but carries a malformed identity extension: {source}")]
     Extension {
         /// The serial of the peer's leaf (lowercase hex).
         serial: String,
-        /// What is wrong.
-        detail: String,
+        /// Which extension, and what is wrong with it.
+        #[source]
+        source: ExtensionError,
     },
     /// Verified but not allowed.
     #[error(transparent)]
     Unauthorized(#[from] Unauthorized),
+}
+
+/// Which identity extension of a verified leaf could not be read
+/// ([`VerifyError::Extension`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExtensionError {
+    /// The PodIdentity extension.
+    #[error("{0}")]
+    PodIdentity(#[source] PodIdentityError),
+    /// The issuing-cluster entry of the subjectInfoAccess extension.
+    #[error("{0}")]
+    IssuingCluster(#[source] IssuingClusterError),
 }
 
 /// The class of a chain failure: it selects the TLS alert the peer receives

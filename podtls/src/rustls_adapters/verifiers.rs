@@ -1,5 +1,5 @@
 //! rustls certificate verifiers over live trust bundles: thin adapters over
-//! [`crate::verify`].
+//! [`crate::verification`].
 //!
 //! Each handshake loads the current bundle (an atomic `Arc` load); a bundle
 //! that has not loaded yet fails the handshake (closed).
@@ -11,10 +11,11 @@ use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
 use crate::authorizer::Authorizer;
+use crate::peer_verification::{check_dns_server, verify_spiffe_peer, PeerRole, VerifyError};
+use crate::server_tls::ClientCertMode;
 use crate::spiffe_bundles::SpiffeBundles;
 use crate::store::Store;
 use crate::trust_bundle::TrustBundle;
-use crate::verify::{check_dns_server, verify_spiffe_peer, PeerRole, VerifyError};
 
 /// The handshake-signature methods every verifier here shares: rustls'
 /// WebPKI checks with the aws-lc-rs algorithms in `self.algorithms`.
@@ -56,26 +57,10 @@ fn to_rustls(e: VerifyError) -> rustls::Error {
     rustls::Error::InvalidCertificate(e.certificate_error())
 }
 
-/// Whether a SPIFFE client certificate is required.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientCertMode {
-    /// No certificate, or a certificate that fails verification or policy:
-    /// the handshake fails.
-    Required,
-    /// The certificate is requested but the handshake succeeds without it, and
-    /// verification is *deferred*: the server application gets a
-    /// [`crate::PeerAuth`] (`Anonymous`, `Verified` or `Rejected` with the
-    /// reason) from [`crate::ServerTls::peer_auth`] or the tokio / hyper helpers. Use it
-    /// when the application wants to answer "401, because ..." instead of
-    /// dropping the connection. Never read `peer_certificates()` directly in
-    /// this mode: they are not verified.
-    Optional,
-}
-
 /// Verifies client X509-SVIDs against the bundle of the client's own trust
 /// domain, then applies an [`Authorizer`].
 ///
-/// Checks (required mode): see [`crate::verify_spiffe_peer`]. The client's proof of
+/// Checks (required mode): see [`crate::verification::verify_spiffe_peer`]. The client's proof of
 /// possession (the TLS CertificateVerify signature) is always checked by
 /// rustls through `verify_tls1x_signature`, in both modes. Root hints are not
 /// sent: SPIFFE clients have a single identity to offer.
@@ -184,7 +169,7 @@ impl ServerCertVerifier for SpiffeServerVerifier {
 
 /// Ordinary WebPKI server verification (DNS name, chain, validity, plus the
 /// anchor rules of [`TrustBundle::check_path`]) against a reloadable set of
-/// roots, through [`crate::verify::verify_dns_server`]. OCSP staples are
+/// roots, through [`crate::verification::verify_dns_server`]. OCSP staples are
 /// ignored (pod certificates publish no revocation).
 #[derive(Debug)]
 pub struct DnsServerVerifier {
