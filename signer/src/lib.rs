@@ -26,6 +26,10 @@
 //!   [`CaPool::promote`], [`CaPool::retire`] refusing a CA whose certificates may still be
 //!   valid, [`CaPool::describe`], [`CaPool::signing_ca_expiry`]), all with an explicit `now`.
 //!
+//! - [`csr_policy`]: the CertificateSigningRequest path of clusters without Pod
+//!   Certificates: a CSR filed by an in-pod agent with its pod's own token becomes the
+//!   request the pod's kubelet would have filed, and gets the same certificate.
+//!
 //! The issuance core above does not talk to Kubernetes, read files, or read the clock.
 //! The [`controller`] module does (kube-rs controller, ClusterTrustBundle apply, CA pool
 //! file watch, sharding Leases, metrics) and feeds the core bytes and an explicit `now`.

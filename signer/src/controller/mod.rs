@@ -2,6 +2,9 @@
 //! PodCertificateRequests, decides them with [`issue`](crate::issue) against watch-cache
 //! snapshots, and writes one terminal status per request; the signers'
 //! ClusterTrustBundles (and deleting those no enabled signer wants); CA pool hot reload; sharding between replicas; metrics and probes.
+//! With CSR signing on, also one controller per signer for `certificates.k8s.io/v1`
+//! CertificateSigningRequests ([`reconcile_csr`], deciding with
+//! [`crate::csr_policy::decide`]) and the trust bundle ConfigMaps of opted-in namespaces.
 //!
 //! Shape (kube-rs `controller-rs`): [`Context`], [`reconcile`], a pure [`error_policy`],
 //! and an [`Error`] whose variants name the failed step ([`Error::step`] is the metric
