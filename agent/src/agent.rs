@@ -223,8 +223,8 @@ pub async fn run(
                     serial = %report.serial,
                     api_requests = report.requests,
                     took_ms = report.took.as_millis() as u64,
-                    renew_at = %podtls::format_time(renew_at),
-                    not_after = %podtls::format_time(report.not_after),
+                    renew_at = %podtls::certificate::format_time(renew_at),
+                    not_after = %podtls::certificate::format_time(report.not_after),
                     "credentials issued and written"
                 );
                 on_renewal(&report);

@@ -34,7 +34,7 @@ pub fn payload(
     }
     bundle.push_str(chain_pem);
     let mut files = BTreeMap::from([(
-        podtls::CREDENTIAL_BUNDLE_FILE.to_string(),
+        podtls::credential_folder::CREDENTIAL_BUNDLE_FILE.to_string(),
         FileProjection {
             data: bundle.into_bytes(),
             mode: KEY_FILE_MODE,
@@ -68,7 +68,7 @@ pub fn write(
 #[non_exhaustive]
 pub enum ProbeError {
     /// No credential bundle.
-    #[error("no {} in the folder", podtls::CREDENTIAL_BUNDLE_FILE)]
+    #[error("no {} in the folder", podtls::credential_folder::CREDENTIAL_BUNDLE_FILE)]
     NoBundle,
     /// The bundle is not a key followed by a chain whose leaf matches it.
     #[error("credential bundle: {0}")]
@@ -89,7 +89,7 @@ pub fn probe(dir: &Path, now: SystemTime) -> Result<(), ProbeError> {
         .map_err(|e| ProbeError::BadBundle(e.to_string()))?
         .ok_or(ProbeError::NoBundle)?;
     let bundle = files
-        .get(podtls::CREDENTIAL_BUNDLE_FILE)
+        .get(podtls::credential_folder::CREDENTIAL_BUNDLE_FILE)
         .ok_or(ProbeError::NoBundle)?;
     let mut rest = bundle.as_slice();
     let (mut key, mut leaf) = (None, None);
@@ -132,7 +132,7 @@ pub fn probe(dir: &Path, now: SystemTime) -> Result<(), ProbeError> {
     }
     let has_bundle = files
         .iter()
-        .any(|(n, b)| n.ends_with(podtls::TRUST_BUNDLE_SUFFIX) && !b.is_empty());
+        .any(|(n, b)| n.ends_with(podtls::credential_folder::TRUST_BUNDLE_SUFFIX) && !b.is_empty());
     if !has_bundle {
         return Err(ProbeError::NoTrustBundle);
     }
@@ -169,7 +169,7 @@ mod tests {
         let chain = ca.issue(&key, "spiffe://a.test/ns/x/sa/y", now, 600);
         write(dir, &key.serialize_pem(), &chain, &bundles(&ca), now).unwrap();
         probe(dir, now).unwrap();
-        let bundle = std::fs::read_to_string(dir.join(podtls::CREDENTIAL_BUNDLE_FILE)).unwrap();
+        let bundle = std::fs::read_to_string(dir.join(podtls::credential_folder::CREDENTIAL_BUNDLE_FILE)).unwrap();
         assert!(bundle.starts_with("-----BEGIN PRIVATE KEY-----"));
         assert!(bundle.ends_with(&chain));
         assert!(

@@ -75,8 +75,8 @@ pub fn check(
     );
     if now < not_before || now >= not_after {
         return Err(CertificateProblem::NotValidNow {
-            not_before: podtls::format_time(not_before),
-            not_after: podtls::format_time(not_after),
+            not_before: podtls::certificate::format_time(not_before),
+            not_after: podtls::certificate::format_time(not_after),
         });
     }
     let untrusted = |reason: String| CertificateProblem::Untrusted {
@@ -109,7 +109,7 @@ pub fn check(
         )
         .map_err(|e| untrusted(format!("{e:?}")))?;
     }
-    let id = podtls::validate_svid_leaf_der(leaf_der).map_err(|e| {
+    let id = podtls::verification::validate_svid_leaf_der(leaf_der).map_err(|e| {
         CertificateProblem::NotOurTrustDomain {
             expected: trust_domain.to_string(),
             reason: e.to_string(),

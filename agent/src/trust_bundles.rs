@@ -93,7 +93,7 @@ fn read_limited(path: &Path) -> Result<Option<Vec<u8>>, AgentError> {
 
 /// The file name of `td`'s bundle (in the ConfigMap and in the credential folder).
 pub fn file_name(td: &TrustDomain) -> String {
-    format!("{td}{}", podtls::TRUST_BUNDLE_SUFFIX)
+    format!("{td}{}", podtls::credential_folder::TRUST_BUNDLE_SUFFIX)
 }
 
 /// Reads the bundles of `own` and `federates_with` from `dir`. Any bundle that
