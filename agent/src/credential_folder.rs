@@ -68,7 +68,10 @@ pub fn write(
 #[non_exhaustive]
 pub enum ProbeError {
     /// No credential bundle.
-    #[error("no {} in the folder", podtls::credential_folder::CREDENTIAL_BUNDLE_FILE)]
+    #[error(
+        "no {} in the folder",
+        podtls::credential_folder::CREDENTIAL_BUNDLE_FILE
+    )]
     NoBundle,
     /// The bundle is not a key followed by a chain whose leaf matches it.
     #[error("credential bundle: {0}")]
@@ -169,7 +172,9 @@ mod tests {
         let chain = ca.issue(&key, "spiffe://a.test/ns/x/sa/y", now, 600);
         write(dir, &key.serialize_pem(), &chain, &bundles(&ca), now).unwrap();
         probe(dir, now).unwrap();
-        let bundle = std::fs::read_to_string(dir.join(podtls::credential_folder::CREDENTIAL_BUNDLE_FILE)).unwrap();
+        let bundle =
+            std::fs::read_to_string(dir.join(podtls::credential_folder::CREDENTIAL_BUNDLE_FILE))
+                .unwrap();
         assert!(bundle.starts_with("-----BEGIN PRIVATE KEY-----"));
         assert!(bundle.ends_with(&chain));
         assert!(

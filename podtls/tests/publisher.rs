@@ -289,7 +289,9 @@ async fn bundle_files_refuse_anchors_naming_another_trust_domain_too() {
     let folder = dir.path().join("folder");
     std::fs::create_dir(&folder).unwrap();
     std::fs::write(
-        folder.join(podtls::credential_folder::trust_bundle_file_name(&td("a.example"))),
+        folder.join(podtls::credential_folder::trust_bundle_file_name(&td(
+            "a.example",
+        ))),
         &foreign_pem,
     )
     .unwrap();

@@ -4,9 +4,9 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use super::*;
 use crate::parse_trust_domain;
+use crate::peer_verification::VerifyError;
 use crate::store::Health;
 use crate::test_util::{CertAuthority, Issued, LeafSpec};
-use crate::peer_verification::VerifyError;
 
 fn td(name: &str) -> TrustDomain {
     parse_trust_domain(name).unwrap()
