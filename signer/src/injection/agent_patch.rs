@@ -24,11 +24,11 @@ use k8s_openapi::api::core::v1::{
     Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use serde_json::{json, Value};
+use serde_json::json;
 use spiffe::TrustDomain;
 
 use super::opt_in::InjectionSettings;
-use super::patch::{append, container_ops, escape, to_json, Refusal};
+use super::patch::{append, container_ops, finish, to_json, Refusal};
 use super::{INJECTED_ANNOTATION, MOUNT_PATH, VOLUME_NAME};
 
 /// The agent's container name.
@@ -131,21 +131,7 @@ pub fn agent_patch_for(
         }
     }
 
-    if !ops.is_empty() {
-        let value = Value::String(settings.signer_name.clone());
-        ops.push(match &pod.metadata.annotations {
-            None => json!({
-                "op": "add", "path": "/metadata/annotations",
-                "value": {INJECTED_ANNOTATION: value},
-            }),
-            Some(_) => json!({
-                "op": "add",
-                "path": format!("/metadata/annotations/{}", escape(INJECTED_ANNOTATION)),
-                "value": value,
-            }),
-        });
-    }
-    Ok(serde_json::from_value(Value::Array(ops)).expect("the operations are well-formed"))
+    Ok(finish(ops, pod, &settings.signer_name))
 }
 
 /// The three volumes of this path.

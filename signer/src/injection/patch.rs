@@ -118,8 +118,15 @@ pub fn patch_for(
         }
     }
 
+    Ok(finish(ops, pod, &settings.signer_name))
+}
+
+/// The mount and variable one container needs.
+/// The patch from its operations: when anything changes, the pod is also
+/// marked with the signer that injected it (both paths share this).
+pub(super) fn finish(mut ops: Vec<Value>, pod: &Pod, signer_name: &str) -> Patch {
     if !ops.is_empty() {
-        let value = Value::String(settings.signer_name.clone());
+        let value = Value::String(signer_name.to_string());
         ops.push(match &pod.metadata.annotations {
             None => json!({
                 "op": "add", "path": "/metadata/annotations",
@@ -132,10 +139,9 @@ pub fn patch_for(
             }),
         });
     }
-    Ok(serde_json::from_value(Value::Array(ops)).expect("the operations are well-formed"))
+    serde_json::from_value(Value::Array(ops)).expect("the operations are well-formed")
 }
 
-/// The mount and variable one container needs.
 pub(super) fn container_ops(
     at: &str,
     c: &Container,
